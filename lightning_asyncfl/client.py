@@ -13,7 +13,9 @@ over the job's steps).
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
@@ -24,7 +26,7 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from lightning_asyncfl.client_algorithms.base import ClientAlgorithm, LocalTraining
 from lightning_asyncfl.errors import checking, require_choice
-from lightning_asyncfl.state import Job, ModelState
+from lightning_asyncfl.state import Job, JobResult, ModelState
 
 
 ACCELERATORS = ["cpu", "cuda", "gpu", "mps", "auto"]
@@ -72,6 +74,16 @@ class MetricsCollector(Logger):
         return out
 
 
+def _fabric_device(accelerator: str, device: str | None) -> tuple[str, Any]:
+    """Fabric's (accelerator, devices) for an explicit ``device`` (``cpu``, ``cuda:1``), else one of ``accelerator``."""
+    if device is None:
+        return accelerator, 1
+    parsed = torch.device(device)
+    if parsed.type == "cpu":
+        return "cpu", 1
+    return parsed.type, [parsed.index or 0]
+
+
 def _owner(module: nn.Module, name: str) -> tuple[nn.Module, str]:
     *path, attr = name.split(".")
     for part in path:
@@ -82,9 +94,10 @@ def _owner(module: nn.Module, name: str) -> tuple[nn.Module, str]:
 class _FabricWorker:
     """A LightningModule set up with Fabric, its floating state bound to one flat tensor."""
 
-    def __init__(self, module: L.LightningModule, *, accelerator: str = "cpu", precision: str = "32-true") -> None:
+    def __init__(self, module: L.LightningModule, *, accelerator: str = "cpu", precision: str = "32-true", device: str | None = None) -> None:
         self.collector = MetricsCollector()
-        self.fabric = L.Fabric(accelerator=accelerator, devices=1, precision=precision, loggers=[self.collector])
+        accelerator, devices = _fabric_device(accelerator, device)
+        self.fabric = L.Fabric(accelerator=accelerator, devices=devices, precision=precision, loggers=[self.collector])
         self.module = module
         self.fabric_module = self.fabric.setup_module(module)
         self.device = self.fabric.device
@@ -180,6 +193,8 @@ class ClientTrainer(_FabricWorker):
         augment: train-time augmentation ``augment(x, generator) -> x`` applied to every
             training batch's features with the job's generator (see
             :meth:`FederatedDataModule.augment`); None for none.
+        device: train on this device (``cpu``, ``cuda:1``) instead of the accelerator's
+            first one; executors use it to spread workers over several GPUs.
     """
 
     def __init__(
@@ -194,23 +209,32 @@ class ClientTrainer(_FabricWorker):
         accelerator: str = "cpu",
         precision: str = "32-true",
         augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+        device: str | None = None,
     ) -> None:
         check_client_settings(epochs=epochs, batch_size=batch_size, accelerator=accelerator, precision=precision)
-        super().__init__(module, accelerator=accelerator, precision=str(precision))
+        super().__init__(module, accelerator=accelerator, precision=str(precision), device=device)
         self.dataset = _on_device(train_dataset, self.device)
         self.client_indices = [i.to(self.device) if isinstance(self.dataset, _DeviceTensors) else i for i in client_indices]
         self.epochs, self.batch_size = epochs, batch_size
         self.algorithm = algorithm if algorithm is not None else ClientAlgorithm()
         self.augment = augment
 
-    def train(self, job: Job, base: ModelState) -> tuple[ModelState, dict[str, float]]:
-        """Train ``job`` from ``base``; returns the trained state and the mean logged metrics.
+    def train(self, job: Job, base: ModelState, client_state: Mapping[str, Tensor] | None = None) -> JobResult:
+        """Train ``job`` from ``base``; returns the trained state, the mean logged metrics
+        and the client's persistent state after the job.
+
+        Args:
+            job: the job (client, seed, ...).
+            base: the global model it starts from.
+            client_state: the client's persistent tensors from its previous job (None or
+                empty at its first); the input is not modified.
 
         What the client algorithm's ``after_training`` returns is in the state's ``side``.
         """
         self.load(base)
         optimizer = self.fabric.setup_optimizers(_optimizer(self.module))
-        ctx = LocalTraining(job=job, module=self.module, base=base.to(self.device), flat=self.flat, optimizer=optimizer)
+        own = {k: v.to(self.device) for k, v in (client_state or {}).items()}
+        ctx = LocalTraining(job=job, module=self.module, base=base.to(self.device), flat=self.flat, optimizer=optimizer, client_state=own)
         generator = torch.Generator().manual_seed(job.seed)
         indices = self.client_indices[job.client_id]
         self.collector.pop()
@@ -236,7 +260,38 @@ class ClientTrainer(_FabricWorker):
                     self.algorithm.after_optimizer_step(ctx)
             side = self.algorithm.after_training(ctx)
         state = self.read()
-        return (state.with_side(**side) if side else state), self.collector.pop()
+        return JobResult(state.with_side(**side) if side else state, self.collector.pop(), ctx.client_state)
+
+
+@dataclass
+class TrainerSpec:
+    """Everything needed to build a :class:`ClientTrainer`, picklable: executors send it to
+    worker processes and Ray actors once, and each builds its own trainer from it.
+
+    Calling the spec builds a trainer on its own copy of the module and of the client
+    algorithm (workers never share a module or an algorithm's per-job values).
+
+    Attributes:
+        module: the LightningModule template (copied, never trained itself).
+        train_dataset: the shared training set.
+        client_indices: each client's index list into ``train_dataset``.
+        settings: the ``client`` config keys (``epochs``, ``batch_size``, ``accelerator``, ``precision``).
+        algorithm: the client algorithm template (copied per trainer), or None.
+        augment: the data module's train-time augmentation, or None.
+    """
+
+    module: L.LightningModule
+    train_dataset: Any
+    client_indices: list[Tensor]
+    settings: dict[str, Any] = field(default_factory=dict)
+    algorithm: ClientAlgorithm | None = None
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
+
+    def __call__(self, device: str | None = None) -> ClientTrainer:
+        return ClientTrainer(
+            copy.deepcopy(self.module), self.train_dataset, self.client_indices,
+            algorithm=copy.deepcopy(self.algorithm), augment=self.augment, device=device, **self.settings,
+        )  # fmt: skip
 
 
 class Evaluator(_FabricWorker):

@@ -8,6 +8,11 @@ order: the loop takes the job's result, checks it, computes its staleness (curre
 version − base version), drops it if it is staler than ``max_staleness``, and buffers it;
 when the aggregator is ready it drains the buffer into a new global version. Wall-clock
 time never enters a decision, so a seed fixes the run bit for bit.
+
+``clock="wall"`` is the other mode, for systems experiments on real hardware: the clock is
+wall-clock seconds since the start, a job's delay is slept for real (as the original
+framework did with its threads), and arrivals are handled in the order jobs really
+finish. It is not deterministic.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from lightning_asyncfl.executors.base import Executor, TrainerFactory
 from lightning_asyncfl.schedulers.base import Scheduler
 from lightning_asyncfl.state import ClientUpdate, Job, ModelState
 
+CLOCKS = ["virtual", "wall"]
+
 log = logging.getLogger(__name__)
 
 #: consecutive scheduler wake-ups with nothing in flight and nothing dispatched before the loop gives up
@@ -46,6 +53,7 @@ def check_loop_settings(
     max_time: float | None = None,
     target_accuracy: float | None = None,
     on_client_error: str = "skip",
+    clock: str = "virtual",
 ) -> None:
     """Raise :class:`InvalidValue` for the first stop rule or loop setting outside what is allowed."""
     with checking() as check:
@@ -56,6 +64,7 @@ def check_loop_settings(
         check(max_time is None or max_time > 0, "max_time", max_time, "null or > 0")
         check(target_accuracy is None or 0 < target_accuracy <= 1, "target_accuracy", target_accuracy, "null or in (0, 1]")
         require_choice("on_client_error", on_client_error, ["skip", "raise"])
+        require_choice("clock", clock, CLOCKS)
 
 
 class AsyncFLLoop:
@@ -79,6 +88,8 @@ class AsyncFLLoop:
         target_accuracy: stop once ``test_accuracy`` reaches this (null: no target).
         on_client_error: ``skip`` (log, count, go on) or ``raise``.
         callbacks: hooks called on every event.
+        clock: ``virtual`` (deterministic, the default) or ``wall`` (real seconds, delays
+            slept, arrivals in real completion order; not deterministic).
     """
 
     def __init__(
@@ -101,11 +112,13 @@ class AsyncFLLoop:
         target_accuracy: float | None = None,
         on_client_error: str = "skip",
         callbacks: Sequence[Callback] = (),
+        clock: str = "virtual",
     ) -> None:
         check_loop_settings(
             max_steps=max_steps, max_staleness=max_staleness, eval_every=eval_every, max_updates=max_updates,
-            max_time=max_time, target_accuracy=target_accuracy, on_client_error=on_client_error,
+            max_time=max_time, target_accuracy=target_accuracy, on_client_error=on_client_error, clock=clock,
         )  # fmt: skip
+        self.clock = clock
         self.aggregator, self.scheduler, self.delay, self.executor = aggregator, scheduler, delay, executor
         self.make_trainer, self.evaluate_fn = make_trainer, evaluate
         self.num_samples = [int(n) for n in num_samples]
@@ -130,6 +143,7 @@ class AsyncFLLoop:
         self._arrivals: list[tuple[float, int]] = []
         self._idle = set(range(self.num_clients))
         self._snapshots: dict[int, list[Any]] = {}  # version -> [state, jobs in flight from it]
+        self.client_states: dict[int, dict[str, torch.Tensor]] = {}  # each client's own tensors (SCAFFOLD's c_i)
         self._next_job = 0
         self._last_eval = -1
         self._wall_start = 0.0
@@ -156,7 +170,10 @@ class AsyncFLLoop:
         try:
             self._call("on_run_start", self)
             self._evaluate()
-            self._run_events()
+            if self.clock == "wall":
+                self._run_wall_clock()
+            else:
+                self._run_events()
             if self._last_eval != self.version:
                 self._evaluate()
         finally:
@@ -204,12 +221,54 @@ class AsyncFLLoop:
             idle_wakeups = 0
             self._arrive(self._jobs.pop(job_id))
 
+    def _run_wall_clock(self) -> None:
+        """Handle arrivals as jobs really finish (and their delay, slept for real, is over)."""
+        idle_wakeups = 0
+        while self.stop_reason is None:
+            self._dispatch()
+            if self.stop_reason is not None:
+                break
+            self.now = max(self.now, self.wall_time)
+            if self.max_time is not None and self.now >= self.max_time:
+                self._stop("max_time")
+                break
+            wake = self.scheduler.next_wakeup(self.now)
+            horizon = min((t for t in (wake, self.max_time) if t is not None), default=None)
+            if not self._jobs:
+                if wake is None:
+                    if len(self.buffer):
+                        self._aggregate()
+                        continue
+                    self._stop(f"nothing in flight, the scheduler dispatched nothing and set no wake-up (version {self.version})")
+                    break
+                idle_wakeups += 1
+                if idle_wakeups > MAX_IDLE_WAKEUPS:
+                    self._stop(f"the scheduler woke {MAX_IDLE_WAKEUPS} times with nothing in flight and dispatched nothing")
+                    break
+                time.sleep(max(0.0, horizon - self.wall_time))
+                continue
+            idle_wakeups = 0
+            timeout = 0.5 if horizon is None else max(0.0, min(0.5, horizon - self.wall_time))
+            finished = self.executor.wait(list(self._jobs.values()), timeout)
+            now = self.wall_time
+            due = [job for job in finished if job.arrival_time <= now]
+            if not due:
+                if finished:  # trained, but its (real) delay is not over yet
+                    until = min(job.arrival_time for job in finished)
+                    time.sleep(max(0.0, min(until, horizon if horizon is not None else until) - now))
+                continue
+            job = min(due, key=lambda j: (j.arrival_time, j.job_id))
+            self._advance(max(self.now, now))
+            self._arrive(self._jobs.pop(job.job_id))
+
     def _advance(self, t: float) -> None:
         if t < self.now:
             raise RuntimeError(f"virtual clock would go back from {self.now} to {t}")
         self.now = t
 
     def _dispatch(self) -> None:
+        if self.clock == "wall":
+            self.now = max(self.now, self.wall_time)
         idle = sorted(self._idle)
         in_flight = sorted(job.client_id for job in self._jobs.values())
         chosen = self.scheduler.schedule(self.now, idle, in_flight, self.version, self.rng)
@@ -226,12 +285,13 @@ class AsyncFLLoop:
             self._next_job += 1
             self._idle.discard(client)
             self._jobs[job.job_id] = job
-            heapq.heappush(self._arrivals, (job.arrival_time, job.job_id))
+            if self.clock == "virtual":
+                heapq.heappush(self._arrivals, (job.arrival_time, job.job_id))
             snapshot = self._snapshots.setdefault(self.version, [self.global_state, 0])
             snapshot[1] += 1
             self.peak_snapshots = max(self.peak_snapshots, len(self._snapshots))
             self.counts["dispatched"] += 1
-            self.executor.submit(job, self.global_state)
+            self.executor.submit(job, self.global_state, self.client_states.get(client))
             self._call("on_dispatch", self, job)
 
     def _release(self, job: Job) -> ModelState:
@@ -248,7 +308,7 @@ class AsyncFLLoop:
         self.counts["arrived"] += 1
         staleness = self.version - job.base_version
         try:
-            state, metrics = self.executor.result(job)
+            result = self.executor.result(job)
         except Exception as error:  # a client's training failed: count, log, go on (or raise)
             self.counts["failed"] += 1
             detail = f"{type(error).__name__}: {error}"
@@ -258,7 +318,10 @@ class AsyncFLLoop:
                 raise
             self._check_budgets()
             return
-        update = ClientUpdate(job=job, state=state, base=base, num_samples=self.num_samples[job.client_id], metrics=metrics, staleness=staleness)
+        state = result.state.to(self.global_state.flat.device)  # from a worker on another device or process
+        if result.client_state and all(bool(torch.isfinite(t).all()) for t in result.client_state.values()):
+            self.client_states[job.client_id] = dict(result.client_state)
+        update = ClientUpdate(job=job, state=state, base=base, num_samples=self.num_samples[job.client_id], metrics=result.metrics, staleness=staleness)
         problem = self._check(update)
         if problem is not None:
             reason, detail = problem

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_asyncfl import seeding
 from lightning_asyncfl.callbacks import Callback, MetricsCSV, ProgressBar, UpdatesCSV, plot_accuracy
 from lightning_asyncfl.data.report import write_partition_report
-from lightning_asyncfl.client import ClientTrainer, Evaluator, check_client_settings
+from lightning_asyncfl.client import Evaluator, TrainerSpec, check_client_settings
 from lightning_asyncfl.errors import ConfigError, InvalidValue, InvalidValues, require
 from lightning_asyncfl.aggregators import Scaffold
 from lightning_asyncfl.client_algorithms import ClientAlgorithm
@@ -159,6 +159,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             problems.check("delay", lambda: delay.setup(n, seeding.stream(seed, seeding.DELAY)))
     loop_keys = {k: cfg.server[k] for k in ("max_steps", "max_staleness", "eval_every", "max_updates", "max_time", "target_accuracy", "on_client_error")}
     problems.check("server", lambda: check_loop_settings(**loop_keys))
+    problems.check("", lambda: check_loop_settings(max_steps=1, clock=cfg.get("clock", "virtual")))
     problems.raise_if_any()
     return {"data": data, "model": model, "aggregator": aggregator, "scheduler": scheduler, "delay": delay, "executor": executor, "algorithm": algorithm, "callbacks": callbacks, "loop_keys": loop_keys}
 
@@ -179,9 +180,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     client = cfg.client
     evaluator = Evaluator(copy.deepcopy(template), data.test_dataset, batch_size=int(cfg.eval.batch_size), accelerator=client.accelerator, precision=str(client.precision))
 
-    def make_trainer() -> ClientTrainer:
-        augment = data.augment if data.has_augmentation else None
-        return ClientTrainer(copy.deepcopy(template), data.train_dataset, data.client_indices, augment=augment, algorithm=parts["algorithm"], **client)
+    make_trainer = TrainerSpec(  # picklable: process and Ray workers build their trainers from it
+        module=template, train_dataset=data.train_dataset, client_indices=data.client_indices, settings=dict(client),
+        algorithm=parts["algorithm"], augment=data.augment if data.has_augmentation else None,
+    )  # fmt: skip
 
     callbacks: list[Callback] = [MetricsCSV(out / "metrics.csv"), UpdatesCSV(out / "updates.csv")]
     if cfg.get("progress", True):
@@ -198,6 +200,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         evaluate=evaluator.evaluate,
         seed=seed,
         callbacks=callbacks,
+        clock=str(cfg.get("clock", "virtual")),
         **parts["loop_keys"],
     )
     log.info("Running %r with %d clients (%d training samples), output in %s", loop, loop.num_clients, sum(data.num_samples), out)

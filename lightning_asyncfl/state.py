@@ -186,3 +186,20 @@ class ClientUpdate:
     def delta(self) -> Tensor:
         """Trained minus base weights, flat (computed once)."""
         return self.state.flat - self.base.flat
+
+
+@dataclass
+class JobResult:
+    """What a trained job hands back to the loop.
+
+    Attributes:
+        state: the client's trained model (its ``side`` holds what the client algorithm
+            sends to the server, e.g. SCAFFOLD's ``control_delta``).
+        metrics: mean of what the module's ``self.log`` sent during the job.
+        client_state: the client's own persistent tensors after the job (SCAFFOLD's c_i),
+            kept by the loop and handed to the client's next job; empty for most methods.
+    """
+
+    state: ModelState
+    metrics: dict[str, float] = field(default_factory=dict)
+    client_state: dict[str, Tensor] = field(default_factory=dict)

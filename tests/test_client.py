@@ -41,7 +41,7 @@ def test_self_log_values_land_in_the_update_metrics_as_means_over_the_job():
     train, _, indices = toy_data(num_clients=1, per_client=10)
     trainer = ClientTrainer(StepLogger(), train, indices, epochs=2, batch_size=4)
 
-    _, metrics = trainer.train(_job(), ModelState.from_module(StepLogger()))
+    metrics = trainer.train(_job(), ModelState.from_module(StepLogger())).metrics
 
     # 10 samples in batches of 4: 3 steps per epoch, 6 steps numbered 0..5; sizes 4, 4, 2 twice
     assert metrics == {"batch_idx": 2.5, "batch_len": 10 / 3}
@@ -53,9 +53,9 @@ def test_same_job_seed_same_weights_different_seed_different_batch_order():
     trainer = ClientTrainer(copy.deepcopy(template), train, indices, epochs=1, batch_size=4)
     base = ModelState.from_module(template)
 
-    first, _ = trainer.train(_job(seed=7), base)
-    again, _ = trainer.train(_job(seed=7), base)
-    other, _ = trainer.train(_job(seed=8), base)
+    first = trainer.train(_job(seed=7), base).state
+    again = trainer.train(_job(seed=7), base).state
+    other = trainer.train(_job(seed=8), base).state
 
     assert torch.equal(first.flat, again.flat)
     assert not torch.equal(first.flat, other.flat)
@@ -82,8 +82,8 @@ def test_dataloader_path_gives_the_same_weights_as_the_tensor_fast_path():
     fast = ClientTrainer(copy.deepcopy(template), train, indices, epochs=2, batch_size=5)
     slow = ClientTrainer(copy.deepcopy(template), PlainDataset(train.tensors), indices, epochs=2, batch_size=5)
 
-    a, _ = fast.train(_job(client=2), base)
-    b, _ = slow.train(_job(client=2), base)
+    a = fast.train(_job(client=2), base).state
+    b = slow.train(_job(client=2), base).state
 
     assert torch.equal(a.flat, b.flat)
 
@@ -96,7 +96,7 @@ def test_proximal_term_matches_a_hand_written_fedprox_loop():
     trainer = ClientTrainer(copy.deepcopy(template), train, indices, epochs=1, batch_size=4, algorithm=FedProx(mu=0.5))
 
     # Execute: the trainer, and the same steps by hand with loss + mu/2 ||w - w0||^2
-    trained, _ = trainer.train(_job(seed=11, client=1), base)
+    trained = trainer.train(_job(seed=11, client=1), base).state
     model = copy.deepcopy(template)
     anchors = [p.detach().clone() for p in model.parameters()]
     order = indices[1][torch.randperm(12, generator=torch.Generator().manual_seed(11))]
@@ -112,7 +112,7 @@ def test_proximal_term_matches_a_hand_written_fedprox_loop():
 
     # Assert
     torch.testing.assert_close(trained.flat, ModelState.from_module(model).flat, rtol=0, atol=1e-6)
-    plain, _ = ClientTrainer(copy.deepcopy(template), train, indices, epochs=1, batch_size=4).train(_job(seed=11, client=1), base)
+    plain = ClientTrainer(copy.deepcopy(template), train, indices, epochs=1, batch_size=4).train(_job(seed=11, client=1), base).state
     assert (trained.flat - base.flat).norm() < (plain.flat - base.flat).norm()
 
 
@@ -138,7 +138,7 @@ def test_batchnorm_running_stats_train_in_the_flat_vector_and_counters_stay_inte
     base = ModelState.from_module(template)
     trainer = ClientTrainer(copy.deepcopy(template), train, indices, epochs=1, batch_size=4)
 
-    trained, _ = trainer.train(_job(), base)
+    trained = trainer.train(_job(), base).state
 
     running_mean = trained.as_dict()["net.1.running_mean"]
     assert not torch.equal(running_mean, base.as_dict()["net.1.running_mean"])
@@ -189,9 +189,9 @@ def test_augmentation_runs_on_every_training_batch_with_the_job_generator():
     plain = ClientTrainer(copy.deepcopy(template), train, indices, epochs=1, batch_size=5)
 
     # Execute
-    a, _ = trainer.train(_job(seed=3), base)
-    b, _ = trainer.train(_job(seed=3), base)
-    c, _ = plain.train(_job(seed=3), base)
+    a = trainer.train(_job(seed=3), base).state
+    b = trainer.train(_job(seed=3), base).state
+    c = plain.train(_job(seed=3), base).state
 
     # Assert
     assert seen == [5, 5, 2, 5, 5, 2]

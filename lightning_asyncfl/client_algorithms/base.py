@@ -4,13 +4,16 @@ A client-side method (FedProx's proximal term, SCAFFOLD's control variates) is a
 subclass; the trainer calls, for every job: :meth:`before_training` once, :meth:`on_loss`
 on every step's loss (return the loss to minimise), :meth:`after_optimizer_step` after
 every step, and :meth:`after_training` once, whose tensors travel to the server with the
-update (``update.state.side``). Per-client state lives in the algorithm object, keyed by
-client id.
+update (``update.state.side``). A client's own persistent tensors (SCAFFOLD's c_i) live in
+:attr:`LocalTraining.client_state`: the loop keeps them between the client's jobs and hands
+them to whichever worker trains the client next, so they survive any executor (threads,
+processes, Ray). The algorithm object itself holds only per-job scratch values; every
+worker has its own copy.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
@@ -32,6 +35,8 @@ class LocalTraining:
         flat: the module's live flat vector (parameters first, then float buffers).
         optimizer: this job's optimizer.
         steps: optimizer steps taken so far.
+        client_state: this client's persistent tensors from its previous job (empty at
+            its first); what a hook leaves here is kept for the client's next job.
     """
 
     job: Job
@@ -40,6 +45,7 @@ class LocalTraining:
     flat: Tensor
     optimizer: torch.optim.Optimizer
     steps: int = 0
+    client_state: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def parameters(self) -> list[nn.Parameter]:

@@ -12,14 +12,13 @@ implemented as the loss term <c − c_i, y_i>, whose gradient is exactly c − c
     c_i⁺ = c_i − c + (x − y_i) / (K η_l),      Δc_i = c_i⁺ − c_i
 
 and Δy_i = y_i − x (the update's delta) and Δc_i (``side["control_delta"]``) go to the
-server (:class:`lightning_asyncfl.aggregators.Scaffold`). The c_i of every client that
-has trained live here, keyed by client id: memory grows with the number of clients that
-have participated (one parameter-sized vector each).
+server (:class:`lightning_asyncfl.aggregators.Scaffold`). c_i is the client's own state
+(``ctx.client_state["control"]``): the loop keeps it between the client's jobs, so memory
+grows with the number of clients that have participated (one parameter-sized vector each),
+and it reaches whichever worker trains the client next.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,14 +29,11 @@ from lightning_asyncfl.client_algorithms.base import ClientAlgorithm, LocalTrain
 class Scaffold(ClientAlgorithm):
     """SCAFFOLD's client: control-variate-corrected local SGD and option II's c_i update."""
 
-    def __init__(self) -> None:
-        self.controls: dict[int, Tensor] = {}
-
     def before_training(self, ctx: LocalTraining) -> None:
         size = ctx.base.layout.parameter_size
         zeros = torch.zeros(size, dtype=ctx.base.flat.dtype, device=ctx.base.flat.device)
         self._c = ctx.base.side.get("control", zeros)
-        self._c_i = self.controls.get(ctx.job.client_id, zeros)
+        self._c_i = ctx.client_state.get("control", zeros)
         self._corrections = ctx.base.layout.parameter_views(self._c - self._c_i)
         self._parameters = ctx.parameters
 
@@ -50,14 +46,8 @@ class Scaffold(ClientAlgorithm):
             return {"control_delta": torch.zeros_like(self._c)}
         x, y = ctx.base.flat[:size], ctx.flat[:size]
         c_i_new = self._c_i - self._c + (x - y) / (ctx.steps * ctx.lr)
-        self.controls[ctx.job.client_id] = c_i_new
+        ctx.client_state["control"] = c_i_new
         return {"control_delta": c_i_new - self._c_i}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {f"controls.{k}": v for k, v in sorted(self.controls.items())}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.controls = {int(k.split(".", 1)[1]): v for k, v in state.items()}
 
     def __repr__(self) -> str:
         return "Scaffold()"

@@ -1,6 +1,14 @@
-"""Executors run client jobs: in the loop's thread (sequential) or, later, in parallel."""
+"""Executors run client jobs: in the loop's thread, in threads, in processes or on Ray actors.
 
-from lightning_asyncfl.executors.base import Executor
+All of them take the same jobs and give the same bytes on the CPU for the same
+``num_threads`` per job (see ``docs/scaling.md``).
+"""
+
+from lightning_asyncfl.executors.base import Executor, JobFailed, WorkerLost
+from lightning_asyncfl.executors.pool import ParallelExecutor
+from lightning_asyncfl.executors.processes import ProcessExecutor
+from lightning_asyncfl.executors.ray import RayExecutor
 from lightning_asyncfl.executors.sequential import SequentialExecutor
+from lightning_asyncfl.executors.threads import ThreadExecutor
 
-__all__ = ["Executor", "SequentialExecutor"]
+__all__ = ["Executor", "JobFailed", "ParallelExecutor", "ProcessExecutor", "RayExecutor", "SequentialExecutor", "ThreadExecutor", "WorkerLost"]

@@ -32,12 +32,11 @@ def test_client_runs_corrected_sgd_and_updates_its_control_variate_by_option_two
     size = base.layout.parameter_size
     c = torch.linspace(-0.1, 0.1, size)
     c_i = torch.linspace(0.05, -0.05, size)
-    algorithm = ScaffoldClient()
-    algorithm.controls[1] = c_i
-    trainer = ClientTrainer(copy.deepcopy(template), train, indices, epochs=1, batch_size=4, algorithm=algorithm)
+    trainer = ClientTrainer(copy.deepcopy(template), train, indices, epochs=1, batch_size=4, algorithm=ScaffoldClient())
 
     # Execute: the trainer, and the same K = 3 steps by hand: y <- y - lr (g - c_i + c)
-    trained, _ = trainer.train(_job(1), base.with_side(control=c))
+    result = trainer.train(_job(1), base.with_side(control=c), {"control": c_i})
+    trained = result.state
     model = copy.deepcopy(template)
     order = indices[1][torch.randperm(12, generator=torch.Generator().manual_seed(5))]
     x, y = train.tensors
@@ -54,8 +53,24 @@ def test_client_runs_corrected_sgd_and_updates_its_control_variate_by_option_two
     y_flat = ModelState.from_module(model).flat
     torch.testing.assert_close(trained.flat, y_flat, rtol=0, atol=1e-6)
     expected_c_i = c_i - c + (base.flat[:size] - y_flat[:size]) / (3 * 0.2)
-    torch.testing.assert_close(algorithm.controls[1], expected_c_i, rtol=0, atol=1e-5)
+    torch.testing.assert_close(result.client_state["control"], expected_c_i, rtol=0, atol=1e-5)
     torch.testing.assert_close(trained.side["control_delta"], expected_c_i - c_i, rtol=0, atol=1e-5)
+
+
+def test_client_control_variate_is_kept_by_the_loop_between_a_clients_jobs():
+    # Prepare: one client, two rounds; c_i after round 1 must be the input of round 2
+    loop = make_loop(Scaffold(clients_per_round=1, num_clients=1), RoundScheduler(clients_per_round=1), ConstantDelay(value=1.0),
+                     num_clients=1, max_steps=2)
+    loop.make_trainer = _with_algorithm(loop.make_trainer, ScaffoldClient())
+    seen = []
+    original = loop.executor.submit
+    loop.executor.submit = lambda job, base, client_state=None: (seen.append(client_state), original(job, base, client_state))
+
+    loop.run()
+
+    assert seen[0] is None  # first job: no c_i yet (zeros)
+    assert set(seen[1]) == {"control"} and bool(seen[1]["control"].abs().sum() > 0)
+    assert not torch.equal(loop.client_states[0]["control"], seen[1]["control"])  # updated again by job 2
 
 
 def test_server_step_averages_deltas_and_moves_c_by_the_sum_over_n():

@@ -47,7 +47,8 @@ def _two_client_updates() -> tuple[ModelState, list[ClientUpdate]]:
     updates = []
     for k in (0, 1):
         job = Job(job_id=k, client_id=k, base_version=0, seed=10 + k, dispatch_time=0.0, arrival_time=1.0 + k)
-        state, metrics = trainer.train(job, base)
+        result = trainer.train(job, base)
+        state, metrics = result.state, result.metrics
         updates.append(ClientUpdate(job=job, state=state, base=base, num_samples=len(indices[k]), metrics=metrics))
     return base, updates
 

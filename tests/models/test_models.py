@@ -157,7 +157,8 @@ def test_resnet18_trains_through_the_client_trainer_with_either_norm(norm):
     trainer = ClientTrainer(copy.deepcopy(model), data, [torch.arange(6)], batch_size=3)
 
     # Execute
-    trained, metrics = trainer.train(Job(0, 0, 0, seed=5, dispatch_time=0.0, arrival_time=1.0), base)
+    result = trainer.train(Job(0, 0, 0, seed=5, dispatch_time=0.0, arrival_time=1.0), base)
+    trained, metrics = result.state, result.metrics
 
     # Assert
     assert trained.layout == base.layout

@@ -1,0 +1,204 @@
+"""ProcessExecutor: N spawned worker processes, weights in CPU shared memory.
+
+Each worker process receives the trainer spec (model template, dataset, client index
+lists) once at start; its tensors travel as shared memory, so the dataset is held once
+on the machine, not once per worker. For every global version the weights are copied
+once into a CPU shared-memory tensor and each job sends only its handle; a trained model
+comes back the same way. CUDA tensors never cross a queue (the original framework's
+memory leak): a worker on a GPU copies the CPU weights to its device itself.
+
+A worker that dies (killed, out of memory) fails the job it was training; the job is
+logged and counted as failed, a new worker is started, and the run goes on. Workers
+ignore Ctrl-C (the loop shuts them down) and exit by themselves if the loop's process
+disappears.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing.connection
+import os
+import pickle
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.multiprocessing as mp
+from torch import Tensor
+
+from lightning_asyncfl.executors.base import TrainerFactory, WorkerLost
+from lightning_asyncfl.executors.pool import ParallelExecutor, remote_error
+from lightning_asyncfl.state import Job, JobResult, ModelState
+
+log = logging.getLogger(__name__)
+
+#: seconds a worker may take to import torch and build its trainer
+START_TIMEOUT = 300.0
+
+
+def shared_copy(state: ModelState) -> ModelState:
+    """A CPU copy of ``state`` whose tensors live in shared memory (sent by handle, not by value)."""
+
+    def share(t: Tensor) -> Tensor:
+        return t.detach().to("cpu", copy=True).share_memory_()
+
+    return ModelState(
+        share(state.flat), state.layout,
+        {k: share(v) for k, v in state.extras.items()}, {k: share(v) for k, v in state.side.items()},
+    )  # fmt: skip
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    while True:
+        if os.getppid() != parent_pid:
+            os._exit(1)
+        time.sleep(0.5)
+
+
+def _worker_main(conn: Any, make_trainer: TrainerFactory, device: str | None, num_threads: int | None, parent_pid: int) -> None:
+    """A worker process: build one trainer, then train the jobs the loop sends until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the loop's to handle
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        trainer = make_trainer(device=device) if device is not None else make_trainer()
+    except BaseException as error:
+        conn.send(("error", None, f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
+        return
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        job, base, client_state = message
+        try:
+            result = trainer.train(job, base, client_state)
+        except Exception as error:
+            conn.send(("error", job.job_id, f"{type(error).__name__}: {error}"))
+            continue
+        conn.send(("ok", job.job_id, result))
+        del result, base, client_state, message
+
+
+@dataclass
+class _Process:
+    process: Any
+    conn: Any
+    device: str | None
+    pid: int | None = None
+
+
+class ProcessExecutor(ParallelExecutor):
+    """N spawned worker processes, each with its own trainer.
+
+    Args:
+        workers: number of worker processes.
+        num_threads: PyTorch intra-op threads in each worker.
+        devices: devices the workers train on, round-robin (``[cuda:0, cuda:1]``), ``auto``
+            for every visible GPU, null for the client accelerator's default device.
+    """
+
+    def __init__(self, *, workers: int = 2, num_threads: int | None = 1, devices: Any = None) -> None:
+        super().__init__(workers=workers, num_threads=num_threads, devices=devices)
+        self._context = mp.get_context("spawn")
+        self._make_trainer: TrainerFactory | None = None
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the live workers."""
+        return [h.process.pid for h in self._handles if h.process.is_alive()]
+
+    def _open(self, index: int, device: str | None, make_trainer: TrainerFactory) -> _Process:
+        self._make_trainer = make_trainer
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=_worker_main, args=(child, make_trainer, device, self.num_threads, os.getpid()),
+            name=f"asyncfl-worker-{index}", daemon=True,
+        )  # fmt: skip
+        try:
+            process.start()
+        except (pickle.PicklingError, AttributeError, TypeError) as error:
+            raise TypeError(
+                "executor=processes sends the trainer factory to its worker processes, so it must be "
+                f"picklable (a lightning_asyncfl.client.TrainerSpec); got {make_trainer!r}: {error}"
+            ) from error
+        finally:
+            child.close()
+        return _Process(process, parent, device)
+
+    def _ready(self, handles: list[_Process]) -> None:
+        for handle in handles:
+            self._await_ready(handle)
+
+    def _await_ready(self, handle: _Process) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not handle.conn.poll(0.2):
+            if not handle.process.is_alive():
+                raise RuntimeError(f"worker process {handle.process.name} exited with code {handle.process.exitcode} before it was ready")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker process {handle.process.name} was not ready after {START_TIMEOUT:.0f}s")
+        message = handle.conn.recv()
+        if message[0] != "ready":
+            raise RuntimeError(f"worker process {handle.process.name} could not build its trainer: {message[2]}")
+        handle.pid = message[1]
+
+    def _share(self, base: ModelState) -> ModelState:
+        return shared_copy(base)
+
+    def _execute(self, index: int, handle: _Process, job: Job, payload: ModelState, client_state: Mapping[str, Tensor] | None) -> JobResult:
+        where = f"worker process {index} (pid {handle.pid})"
+        try:
+            handle.conn.send((job, payload, dict(client_state or {})))
+        except (BrokenPipeError, ConnectionResetError, EOFError) as error:
+            raise WorkerLost(f"{where} is gone: {error}") from None
+        while True:
+            ready = multiprocessing.connection.wait([handle.conn, handle.process.sentinel], timeout=0.5)
+            if handle.conn in ready:
+                try:
+                    message = handle.conn.recv()
+                except (EOFError, OSError):
+                    ready = [handle.process.sentinel]
+                else:
+                    break
+            if handle.process.sentinel in ready or not handle.process.is_alive():
+                handle.process.join(timeout=1)
+                raise WorkerLost(f"{where} died (exit code {handle.process.exitcode})")
+            if self._stopping:
+                raise WorkerLost(f"{where} stopped by shutdown")
+        kind, job_id, body = message
+        if job_id != job.job_id:
+            raise RuntimeError(f"{where} answered for job {job_id} while training job {job.job_id}")
+        if kind == "error":
+            raise remote_error(where, job, body)
+        return body
+
+    def _reopen(self, index: int, handle: _Process) -> _Process:
+        self._close([handle])
+        assert self._make_trainer is not None
+        new = self._open(index, handle.device, self._make_trainer)
+        self._await_ready(new)
+        return new
+
+    def _close(self, handles: list[_Process]) -> None:
+        for handle in handles:
+            try:
+                handle.conn.send(None)
+            except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
+                pass
+        deadline = time.monotonic() + 2.0
+        for handle in handles:
+            handle.process.join(timeout=max(0.0, deadline - time.monotonic()))
+        for handle in handles:
+            if handle.process.is_alive():  # busy with a job nobody waits for any more
+                handle.process.kill()
+                handle.process.join(timeout=5)
+            handle.conn.close()
