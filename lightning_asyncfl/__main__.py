@@ -13,12 +13,16 @@ from lightning_asyncfl.run import run
 
 @hydra.main(config_path="pkg://lightning_asyncfl.conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    """Run one experiment; a bad config exits with code 2 and one clear message."""
+    """Run one experiment; a bad config exits with code 2 and one clear message, Ctrl-C with 130
+    once every worker has stopped."""
     try:
         summary = run(cfg)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("interrupted: every worker stopped; results so far are in the run directory", file=sys.stderr)
+        raise SystemExit(130) from None
     return summary.get("final_accuracy")
 
 
