@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help run test test-slow clean
+.PHONY: help run test test-slow bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ test: $(STAMP)  ## set up .venv and run the test suite
 
 test-slow: $(STAMP)  ## run the slow tests too
 	$(PY) -m pytest -q -m "not gpu" $(ARGS)
+
+bench: $(STAMP)  ## run the benchmarks (executors: speed-up and peak memory), results in benchmarks/results/
+	$(PY) benchmarks/executors.py $(ARGS)
 
 clean:  ## remove the environment and run outputs
 	rm -rf $(VENV) outputs multirun build *.egg-info

@@ -148,6 +148,7 @@ class AsyncFLLoop:
         self._last_eval = -1
         self._wall_start = 0.0
         self.peak_snapshots = 0
+        self.startup_time = 0.0
 
     # -- public views --------------------------------------------------------------
     @property
@@ -166,7 +167,9 @@ class AsyncFLLoop:
         self._wall_start = time.perf_counter()
         self.delay.setup(self.num_samples, self.delay_rng)
         self.scheduler.setup(self.num_clients)
+        started = time.perf_counter()
         self.executor.start(self.make_trainer)
+        self.startup_time = time.perf_counter() - started
         try:
             self._call("on_run_start", self)
             self._evaluate()
@@ -405,6 +408,7 @@ class AsyncFLLoop:
             "buffered": len(self.buffer),
             "virtual_time": self.now,
             "wall_time": self.wall_time,
+            "executor_start_time": self.startup_time,
             "final_accuracy": final.get("test_accuracy"),
             "final_loss": final.get("test_loss"),
             "best_accuracy": max(accuracies) if accuracies else None,

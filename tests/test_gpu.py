@@ -22,3 +22,17 @@ def test_default_experiment_on_cuda_matches_the_cpu_run_closely(make_cfg):
     gpu_weights = torch.load(f"{gpu['output_dir']}/final_model.pt", weights_only=True)
     for key, value in cpu_weights.items():
         torch.testing.assert_close(gpu_weights[key], value, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_parallel_executors_on_cuda_give_the_sequential_cuda_bytes(make_cfg, executor):
+    # two workers on the same GPU, each on its own CUDA stream (threads) or process
+    args = ["server.max_steps=30", "client.accelerator=cuda"]
+    sequential = run(make_cfg(*args, name="seq"))
+    parallel = run(make_cfg(*args, f"executor={executor}", "executor.workers=2", "executor.devices=[cuda:0,cuda:0]", name=executor))
+
+    a = torch.load(f"{sequential['output_dir']}/final_model.pt", weights_only=True)
+    b = torch.load(f"{parallel['output_dir']}/final_model.pt", weights_only=True)
+    assert parallel["failed"] == 0
+    assert all(torch.equal(a[k], b[k]) for k in a)

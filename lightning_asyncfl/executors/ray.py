@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,9 @@ from lightning_asyncfl.executors.pool import ParallelExecutor, remote_error
 from lightning_asyncfl.state import Job, JobResult, ModelState
 
 log = logging.getLogger(__name__)
+
+#: seconds to wait for Ray to restart a dead actor
+RESTART_TIMEOUT = 300.0
 
 INSTALL = 'executor=ray needs Ray, an optional extra: pip install "lightning-asyncfl[ray]" (or pip install "ray>=2.9")'
 
@@ -138,6 +142,20 @@ class RayExecutor(ParallelExecutor):
         if isinstance(outcome, tuple):
             raise remote_error(f"Ray actor {index}", job, outcome[1])
         return outcome
+
+    def _reopen(self, index: int, handle: Any) -> Any:
+        """Wait until Ray has restarted the actor, so the next job does not meet it restarting."""
+        ray = self._ray
+        deadline = time.monotonic() + RESTART_TIMEOUT
+        while not self._stopping:
+            try:
+                self.actor_pids[index] = ray.get(handle.pid.remote(), timeout=5)
+                return handle
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as error:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Ray actor {index} did not come back after {RESTART_TIMEOUT:.0f}s: {error}") from None
+                time.sleep(0.2)
+        return handle
 
     def _close(self, handles: list[Any]) -> None:
         if self._ray is None:

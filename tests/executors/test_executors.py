@@ -95,6 +95,26 @@ def test_a_worker_process_killed_mid_job_fails_that_job_and_the_run_goes_on(make
     assert "WorkerLost" in text and "exit code -9" in text
 
 
+def test_an_exception_in_the_loop_stops_every_worker(make_cfg):
+    from lightning_asyncfl.executors import JobFailed
+
+    with pytest.raises(JobFailed, match="injected failure in job 3"):
+        run(make_cfg(*FAIL, *SMALL_RUN, "executor=processes", "server.on_client_error=raise"))
+
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.slow
+def test_a_ray_actor_killed_mid_job_fails_that_job_and_ray_restarts_it(make_cfg):
+    pytest.importorskip("ray", reason="Ray is the optional extra lightning-asyncfl[ray]")
+    raised = run(make_cfg(*FAIL, *SMALL_RUN, name="raised"))
+    killed = run(make_cfg(*FAIL, "+client_algorithm.kill=true", *SMALL_RUN, "executor=ray", "executor.init_num_cpus=2", name="killed"))
+
+    assert killed["failed"] == 2
+    assert_same_bytes(killed, raised)
+    assert "WorkerLost" in open(os.path.join(killed["output_dir"], "updates.csv")).read()
+
+
 def test_ray_gives_the_sequential_bytes_on_a_local_two_cpu_ray(make_cfg, reference):
     pytest.importorskip("ray", reason="Ray is the optional extra lightning-asyncfl[ray]")
     summary = run(make_cfg("executor=ray", "executor.init_num_cpus=2", *SMALL_RUN))

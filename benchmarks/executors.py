@@ -1,0 +1,182 @@
+"""Executors benchmark: speed-up of 2 workers over sequential, and peak memory of each executor.
+
+Runs each (workload, executor) as its own ``python -m lightning_asyncfl`` process, samples
+the proportional set size (PSS) of that process and every process under it (workers, Ray's
+daemons) twice a second, and reads the run's ``summary.json``. Prints a Markdown table
+and writes ``benchmarks/results/executors.json``.
+
+    python benchmarks/executors.py                    # both workloads, every executor
+    python benchmarks/executors.py --workloads digits --executors sequential threads
+
+Workloads:
+  digits     the default experiment (FedAsync, MLP, 20 non-IID clients on scikit-learn's digits)
+  mnist_cnn  MNIST-sized: 60,000 synthetic 1x28x28 images whose labels a fixed random linear map
+             defines, written as real MNIST idx files; McMahan's CNN, 100 clients, Dirichlet 0.5,
+             1 local epoch, batch 50, FedAsync with 10 clients in flight
+
+Speed-up counts client updates per second of wall time, whole run (``total``) and after the
+executor's workers have started (``steady``: start-up excluded, as in a long run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+EXECUTORS = {
+    "sequential": ["executor=sequential"],
+    "sequential_2threads": ["executor=sequential", "executor.num_threads=2"],
+    "threads": ["executor=threads", "executor.workers=2"],
+    "processes": ["executor=processes", "executor.workers=2"],
+    "ray": ["executor=ray", "executor.workers=2", "executor.init_num_cpus=2"],
+}
+
+
+def write_mnist_like(root: Path, n_train: int = 60_000, n_test: int = 10_000, seed: int = 0) -> None:
+    """MNIST idx files of random images labelled by argmax of a fixed random linear map."""
+    raw = root / "MNIST" / "raw"
+    if (raw / "t10k-labels-idx1-ubyte").is_file():
+        return
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((28 * 28, 10))
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        y = ((x.reshape(n, -1).astype(np.float64) / 255 - 0.5) @ w).argmax(axis=1).astype(np.uint8)
+        _idx(raw / f"{prefix}-images-idx3-ubyte", x)
+        _idx(raw / f"{prefix}-labels-idx1-ubyte", y)
+
+
+def _idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header + np.ascontiguousarray(array).tobytes())
+
+
+def workloads(data_root: Path, updates: int) -> dict[str, list[str]]:
+    return {
+        "digits": [],  # the default experiment as `make run` runs it
+        "mnist_cnn": [
+            "data=mnist", f"data.root={data_root}", "data.num_clients=100", "partition=dirichlet", "partition.beta=0.5",
+            "model=cnn", "model.lr=0.01", "client.batch_size=50", "client.epochs=1",
+            "server.aggregator.alpha=0.6", "server.aggregator.a=0.5", "server.scheduler.concurrency=10",
+            f"server.max_steps={updates}", f"server.eval_every={updates}",
+        ],
+    }
+
+
+def _tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def measure(overrides: list[str], out: Path) -> dict:
+    """Run one experiment in a fresh process; its summary plus the peak PSS of its process tree."""
+    command = [sys.executable, "-m", "lightning_asyncfl", *overrides, "progress=false", f"output_dir={out}"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    peak = {"total": 0, "main": 0}
+
+    def sample() -> None:  # cheap enough not to slow the run on 2 cores: the tree every 2 s, PSS every 0.5 s
+        pids, found = [process.pid], 0.0
+        while process.poll() is None:
+            if time.monotonic() - found > 2.0:
+                pids, found = _tree(process.pid), time.monotonic()
+            values = [_pss_kib(p) for p in pids]
+            peak["total"] = max(peak["total"], sum(values))
+            peak["main"] = max(peak["main"], values[0] if values else 0)
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output, _ = process.communicate()
+    sampler.join()
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{output[-3000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    steady = summary["wall_time"] - summary["executor_start_time"]
+    return {
+        "client_updates": summary["client_updates"],
+        "wall_s": summary["wall_time"],
+        "startup_s": summary["executor_start_time"],
+        "updates_per_s_total": summary["client_updates"] / summary["wall_time"],
+        "updates_per_s_steady": summary["client_updates"] / steady,
+        "peak_pss_mib": peak["total"] / 1024,
+        "peak_main_pss_mib": peak["main"] / 1024,
+        "final_accuracy": summary["final_accuracy"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workloads", nargs="+", default=["digits", "mnist_cnn"])
+    parser.add_argument("--executors", nargs="+", default=list(EXECUTORS))
+    parser.add_argument("--mnist-updates", type=int, default=60, help="client updates of the mnist_cnn workload")
+    parser.add_argument("--data-root", type=Path, default=Path(tempfile.gettempdir()) / "lightning_asyncfl_bench_data")
+    args = parser.parse_args()
+
+    if "mnist_cnn" in args.workloads:
+        write_mnist_like(args.data_root)
+    loads = workloads(args.data_root, args.mnist_updates)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for workload in args.workloads:
+            for name in args.executors:
+                print(f"running {workload} / {name} ...", file=sys.stderr, flush=True)
+                result = measure([*loads[workload], *EXECUTORS[name]], Path(tmp) / f"{workload}-{name}")
+                rows.append({"workload": workload, "executor": name, **result})
+    for row in rows:
+        base = next(r for r in rows if r["workload"] == row["workload"] and r["executor"] == "sequential")
+        row["speedup_total"] = row["updates_per_s_total"] / base["updates_per_s_total"]
+        row["speedup_steady"] = row["updates_per_s_steady"] / base["updates_per_s_steady"]
+
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}\n")
+    print("| workload | executor | updates | wall s | start-up s | updates/s | speed-up (total) | speed-up (steady) | peak PSS MiB (all processes) | accuracy |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['workload']} | {r['executor']} | {r['client_updates']} | {r['wall_s']:.1f} | {r['startup_s']:.1f} | "
+            f"{r['updates_per_s_steady']:.1f} | {r['speedup_total']:.2f}x | {r['speedup_steady']:.2f}x | {r['peak_pss_mib']:.0f} | {r['final_accuracy']:.4f} |"
+        )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "executors.json"
+    path.write_text(json.dumps({"machine": {"cores": os.cpu_count(), "python": platform.python_version()}, "rows": rows}, indent=2) + "\n")
+    print(f"\nwritten {path}")
+
+
+if __name__ == "__main__":
+    main()
