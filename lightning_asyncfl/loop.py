@@ -196,15 +196,8 @@ class AsyncFLLoop:
             arrival = self._arrivals[0][0] if self._arrivals else None
             wake = self.scheduler.next_wakeup(self.now)
             if arrival is None and wake is None:
-                if len(self.buffer):
-                    log.info("nothing in flight and nothing to dispatch: flushing %d buffered update(s)", len(self.buffer))
-                    self._aggregate()
-                    continue
-                self._stop(
-                    f"nothing in flight, the scheduler dispatched nothing and set no wake-up "
-                    f"(version {self.version}, {len(self._idle)} idle clients)"
-                )
-                break
+                self._flush_or_stop()
+                continue
             if wake is not None and (arrival is None or wake < arrival):
                 if self.max_time is not None and wake > self.max_time:
                     self._advance(self.max_time)
@@ -224,6 +217,17 @@ class AsyncFLLoop:
             idle_wakeups = 0
             self._arrive(self._jobs.pop(job_id))
 
+    def _flush_or_stop(self) -> None:
+        """Nothing in flight and nothing to dispatch: aggregate what the buffer holds, or stop."""
+        if len(self.buffer):
+            log.info("nothing in flight and nothing to dispatch: flushing %d buffered update(s)", len(self.buffer))
+            self._aggregate()
+            return
+        self._stop(
+            f"nothing in flight, the scheduler dispatched nothing and set no wake-up "
+            f"(version {self.version}, {len(self._idle)} idle clients)"
+        )
+
     def _run_wall_clock(self) -> None:
         """Handle arrivals as jobs really finish (and their delay, slept for real, is over)."""
         idle_wakeups = 0
@@ -239,11 +243,8 @@ class AsyncFLLoop:
             horizon = min((t for t in (wake, self.max_time) if t is not None), default=None)
             if not self._jobs:
                 if wake is None:
-                    if len(self.buffer):
-                        self._aggregate()
-                        continue
-                    self._stop(f"nothing in flight, the scheduler dispatched nothing and set no wake-up (version {self.version})")
-                    break
+                    self._flush_or_stop()
+                    continue
                 idle_wakeups += 1
                 if idle_wakeups > MAX_IDLE_WAKEUPS:
                     self._stop(f"the scheduler woke {MAX_IDLE_WAKEUPS} times with nothing in flight and dispatched nothing")
