@@ -31,10 +31,8 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA_ROOT, RESULTS, write_mnist_like  # noqa: E402
 
 EXECUTORS = {
     "sequential": ["executor=sequential"],
@@ -43,26 +41,6 @@ EXECUTORS = {
     "processes": ["executor=processes", "executor.workers=2"],
     "ray": ["executor=ray", "executor.workers=2", "executor.init_num_cpus=2"],
 }
-
-
-def write_mnist_like(root: Path, n_train: int = 60_000, n_test: int = 10_000, seed: int = 0) -> None:
-    """MNIST idx files of random images labelled by argmax of a fixed random linear map."""
-    raw = root / "MNIST" / "raw"
-    if (raw / "t10k-labels-idx1-ubyte").is_file():
-        return
-    rng = np.random.default_rng(seed)
-    w = rng.standard_normal((28 * 28, 10))
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        y = ((x.reshape(n, -1).astype(np.float64) / 255 - 0.5) @ w).argmax(axis=1).astype(np.uint8)
-        _idx(raw / f"{prefix}-images-idx3-ubyte", x)
-        _idx(raw / f"{prefix}-labels-idx1-ubyte", y)
-
-
-def _idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(header + np.ascontiguousarray(array).tobytes())
 
 
 def workloads(data_root: Path, updates: int) -> dict[str, list[str]]:
@@ -146,7 +124,7 @@ def main() -> None:
     parser.add_argument("--workloads", nargs="+", default=["digits", "mnist_cnn"])
     parser.add_argument("--executors", nargs="+", default=list(EXECUTORS))
     parser.add_argument("--mnist-updates", type=int, default=60, help="client updates of the mnist_cnn workload")
-    parser.add_argument("--data-root", type=Path, default=Path(tempfile.gettempdir()) / "lightning_asyncfl_bench_data")
+    parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
     args = parser.parse_args()
 
     if "mnist_cnn" in args.workloads:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +96,7 @@ class _FabricWorker:
 
     def __init__(self, module: L.LightningModule, *, accelerator: str = "cpu", precision: str = "32-true", device: str | None = None) -> None:
         self.collector = MetricsCollector()
+        self.precision = str(precision)
         accelerator, devices = _fabric_device(accelerator, device)
         self.fabric = L.Fabric(accelerator=accelerator, devices=devices, precision=precision, loggers=[self.collector])
         self.module = module
@@ -162,6 +163,45 @@ def _on_device(dataset: Any, device: torch.device) -> Any:
     return _DeviceTensors(dataset, device) if isinstance(dataset, TensorDataset) else dataset
 
 
+class PackedIndices(Sequence[Tensor]):
+    """Every client's index list as a slice of one flat tensor.
+
+    With 100,000 clients a list of tensors is 100,000 Python objects to build, copy to a
+    device, pickle to a worker process (one shared-memory handle each) or put in Ray's
+    object store; packed, it is two tensors, and ``packed[k]`` is a view, made when asked.
+    """
+
+    def __init__(self, flat: Tensor, offsets: Tensor) -> None:
+        self.flat, self.offsets = flat, offsets
+        self._bounds: list[int] | None = None
+
+    @classmethod
+    def of(cls, lists: Sequence[Tensor]) -> PackedIndices:
+        """``lists`` packed (returned as is if already packed)."""
+        if isinstance(lists, PackedIndices):
+            return lists
+        sizes = torch.tensor([len(t) for t in lists], dtype=torch.long)
+        offsets = torch.zeros(len(lists) + 1, dtype=torch.long)
+        torch.cumsum(sizes, 0, out=offsets[1:])
+        flat = torch.cat([torch.as_tensor(t, dtype=torch.long).reshape(-1) for t in lists]) if lists else torch.zeros(0, dtype=torch.long)
+        return cls(flat, offsets)
+
+    def to(self, device: torch.device | str) -> PackedIndices:
+        """The same lists with the flat tensor on ``device``."""
+        return PackedIndices(self.flat.to(device), self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, k: int) -> Tensor:  # type: ignore[override]
+        if self._bounds is None:
+            self._bounds = self.offsets.tolist()
+        return self.flat[self._bounds[k] : self._bounds[k + 1]]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"flat": self.flat, "offsets": self.offsets, "_bounds": None}
+
+
 def _optimizer(module: L.LightningModule) -> torch.optim.Optimizer:
     """The single optimizer ``configure_optimizers()`` returns, in any of Lightning's forms."""
     config = module.configure_optimizers()
@@ -201,7 +241,7 @@ class ClientTrainer(_FabricWorker):
         self,
         module: L.LightningModule,
         train_dataset: Any,
-        client_indices: list[Tensor],
+        client_indices: Sequence[Tensor],
         *,
         epochs: int = 1,
         batch_size: int = 32,
@@ -214,7 +254,8 @@ class ClientTrainer(_FabricWorker):
         check_client_settings(epochs=epochs, batch_size=batch_size, accelerator=accelerator, precision=precision)
         super().__init__(module, accelerator=accelerator, precision=str(precision), device=device)
         self.dataset = _on_device(train_dataset, self.device)
-        self.client_indices = [i.to(self.device) if isinstance(self.dataset, _DeviceTensors) else i for i in client_indices]
+        packed = PackedIndices.of(client_indices)
+        self.client_indices = packed.to(self.device) if isinstance(self.dataset, _DeviceTensors) else packed
         self.epochs, self.batch_size = epochs, batch_size
         self.algorithm = algorithm if algorithm is not None else ClientAlgorithm()
         self.augment = augment
@@ -282,10 +323,13 @@ class TrainerSpec:
 
     module: L.LightningModule
     train_dataset: Any
-    client_indices: list[Tensor]
+    client_indices: Sequence[Tensor]
     settings: dict[str, Any] = field(default_factory=dict)
     algorithm: ClientAlgorithm | None = None
     augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        self.client_indices = PackedIndices.of(self.client_indices)  # two tensors to send, not one per client
 
     def __call__(self, device: str | None = None) -> ClientTrainer:
         return ClientTrainer(

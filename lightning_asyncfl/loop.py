@@ -17,6 +17,7 @@ finish. It is not deterministic.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import logging
 import time
@@ -141,7 +142,7 @@ class AsyncFLLoop:
         self.stop_reason: str | None = None
         self._jobs: dict[int, Job] = {}
         self._arrivals: list[tuple[float, int]] = []
-        self._idle = set(range(self.num_clients))
+        self._idle = list(range(self.num_clients))  # kept sorted: O(log N) search per change, no sort per event
         self._snapshots: dict[int, list[Any]] = {}  # version -> [state, jobs in flight from it]
         self.client_states: dict[int, dict[str, torch.Tensor]] = {}  # each client's own tensors (SCAFFOLD's c_i)
         self._next_job = 0
@@ -273,7 +274,7 @@ class AsyncFLLoop:
     def _dispatch(self) -> None:
         if self.clock == "wall":
             self.now = max(self.now, self.wall_time)
-        idle = sorted(self._idle)
+        idle = list(self._idle)  # a copy the scheduler may keep; a C-level copy, not a sort
         in_flight = sorted(job.client_id for job in self._jobs.values())
         chosen = self.scheduler.schedule(self.now, idle, in_flight, self.version, self.rng)
         for client in chosen:
@@ -287,7 +288,7 @@ class AsyncFLLoop:
                 arrival_time=self.now + duration,
             )
             self._next_job += 1
-            self._idle.discard(client)
+            del self._idle[bisect.bisect_left(self._idle, client)]
             self._jobs[job.job_id] = job
             if self.clock == "virtual":
                 heapq.heappush(self._arrivals, (job.arrival_time, job.job_id))
@@ -306,7 +307,7 @@ class AsyncFLLoop:
         return snapshot[0]
 
     def _arrive(self, job: Job) -> None:
-        self._idle.add(job.client_id)
+        bisect.insort(self._idle, job.client_id)
         self.scheduler.on_arrival(job, self.now)
         base = self._release(job)
         self.counts["arrived"] += 1

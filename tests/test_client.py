@@ -197,3 +197,20 @@ def test_augmentation_runs_on_every_training_batch_with_the_job_generator():
     assert seen == [5, 5, 2, 5, 5, 2]
     assert torch.equal(a.flat, b.flat)
     assert not torch.equal(a.flat, c.flat)
+
+
+def test_packed_indices_give_each_clients_list_as_a_view_and_pickle_as_two_tensors():
+    import pickle
+
+    from lightning_asyncfl.client import PackedIndices
+
+    lists = [torch.tensor([4, 2]), torch.tensor([], dtype=torch.long), torch.tensor([7, 0, 1])]
+
+    packed = PackedIndices.of(lists)
+    again = pickle.loads(pickle.dumps(packed))
+
+    assert len(packed) == 3 and PackedIndices.of(packed) is packed
+    assert [packed[k].tolist() for k in range(3)] == [[4, 2], [], [7, 0, 1]]
+    assert packed[2].data_ptr() == packed.flat.data_ptr() + 2 * 8  # a view, no copy
+    assert [again[k].tolist() for k in range(3)] == [[4, 2], [], [7, 0, 1]]
+    assert set(vars(again)) == {"flat", "offsets", "_bounds"}

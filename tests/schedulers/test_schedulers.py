@@ -212,3 +212,24 @@ def test_repr_shows_arguments():
     assert repr(RandomIntervalScheduler()) == "RandomIntervalScheduler(interval=5.0, fraction=0.1)"
     assert repr(ConcurrencyScheduler(concurrency=3)) == "ConcurrencyScheduler(concurrency=3)"
     assert repr(RoundScheduler(clients_per_round=2)) == "RoundScheduler(clients_per_round=2)"
+
+
+@pytest.mark.parametrize("n, k", [(5, 3), (100, 10), (20_000, 10), (100_000, 7)])
+def test_sample_draws_the_same_clients_as_choice_over_the_values(n, k):
+    # positions are drawn instead of values (no array of 100,000 ids per event): same clients, same stream
+    idle = sorted(np.random.default_rng(n).choice(10 * n, size=n, replace=False).tolist())
+    by_value, by_position = np.random.default_rng(1), np.random.default_rng(1)
+
+    expected = sorted(int(c) for c in by_value.choice(idle, size=k, replace=False))
+    chosen = Scheduler._sample(idle, k, by_position)
+
+    assert chosen == expected
+    assert by_position.random() == by_value.random()  # the stream is left in the same state
+
+
+def test_schedule_accepts_an_unsorted_idle_list_from_a_caller():
+    class Last(Scheduler):
+        def _select(self, now, idle, in_flight, version, rng):
+            return [idle[-1]]
+
+    assert _ready(Last()).schedule(0.0, [5, 1, 3], [], 0, _rng()) == [3]

@@ -1,0 +1,52 @@
+"""Shared pieces of the benchmarks: MNIST-shaped data written as real MNIST files, results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DATA_ROOT = Path(tempfile.gettempdir()) / "lightning_asyncfl_bench_data"
+
+
+def write_mnist_like(root: Path = DATA_ROOT, n_train: int = 60_000, n_test: int = 10_000, seed: int = 0) -> Path:
+    """MNIST idx files (``root/MNIST/raw``) of random 28x28 images labelled by the argmax
+    of a fixed random linear map; read by torchvision's real MNIST class. Returns ``root``."""
+    raw = root / "MNIST" / "raw"
+    if (raw / "t10k-labels-idx1-ubyte").is_file():
+        return root
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((28 * 28, 10))
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        y = ((x.reshape(n, -1).astype(np.float64) / 255 - 0.5) @ w).argmax(axis=1).astype(np.uint8)
+        _idx(raw / f"{prefix}-images-idx3-ubyte", x)
+        _idx(raw / f"{prefix}-labels-idx1-ubyte", y)
+    return root
+
+
+def _idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header + np.ascontiguousarray(array).tobytes())
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    import torch
+
+    return {"cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.cuda.is_available()}
+
+
+def save(name: str, payload: dict) -> Path:
+    """Write ``benchmarks/results/NAME.json`` and return its path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
+    return path
