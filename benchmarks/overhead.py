@@ -114,7 +114,6 @@ def handwritten(x, y, clients, initial, test_x, test_y, *, updates, concurrency=
                 at += p.numel()
         seed = job_seed(job)
         generator = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)
         idx = clients[client]
         order = idx[torch.randperm(len(idx), generator=generator)]
         optimizer = torch.optim.SGD(params, lr=lr)

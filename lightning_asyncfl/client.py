@@ -282,7 +282,7 @@ class ClientTrainer(_FabricWorker):
         self.module.train()
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices, device_type=self.device.type):
-            torch.manual_seed(job.seed)  # dropout and other in-model randomness, restored afterwards
+            _seed_device(self.device, job.seed)  # dropout and other in-model randomness, restored afterwards
             self.algorithm.before_training(ctx)
             for _ in range(self.epochs):
                 for batch in _batches(self.dataset, indices, self.batch_size, generator, self.device):
@@ -372,6 +372,18 @@ class Evaluator(_FabricWorker):
                     self.module.validation_step(batch, i)
         self.collector.weight = 1.0
         return {f"test_{key}": value for key, value in self.collector.pop().items()}
+
+
+def _seed_device(device: torch.device, seed: int) -> None:
+    """Seed the default generator of ``device`` only (the CPU's, or one GPU's).
+
+    ``torch.manual_seed`` would also queue a lazy seeding of every CUDA, XPU and MTIA device
+    and format a stack trace for each, about 0.7 ms per job on a machine without them.
+    """
+    if device.type == "cuda":
+        torch.cuda.default_generators[device.index or 0].manual_seed(seed)
+    else:
+        torch.default_generator.manual_seed(seed)
 
 
 @contextlib.contextmanager

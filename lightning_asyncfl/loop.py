@@ -45,6 +45,18 @@ log = logging.getLogger(__name__)
 MAX_IDLE_WAKEUPS = 10_000
 
 
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether every value of ``tensor`` is finite.
+
+    A NaN or an infinity makes the sum non-finite, so a finite sum (one reduction, no
+    temporary the size of the model) proves it; only a non-finite sum, which an overflow
+    of finite values can also give, takes the exact element-wise check.
+    """
+    if tensor.numel() == 0 or bool(torch.isfinite(tensor.sum())):
+        return True
+    return bool(torch.isfinite(tensor).all())
+
+
 def check_loop_settings(
     *,
     max_steps: int,
@@ -274,7 +286,7 @@ class AsyncFLLoop:
     def _dispatch(self) -> None:
         if self.clock == "wall":
             self.now = max(self.now, self.wall_time)
-        idle = list(self._idle)  # a copy the scheduler may keep; a C-level copy, not a sort
+        idle = self._idle  # the loop's own sorted list, no copy: schedulers read it (see Scheduler.schedule)
         in_flight = sorted(job.client_id for job in self._jobs.values())
         chosen = self.scheduler.schedule(self.now, idle, in_flight, self.version, self.rng)
         for client in chosen:
@@ -324,7 +336,7 @@ class AsyncFLLoop:
             self._check_budgets()
             return
         state = result.state.to(self.global_state.flat.device)  # from a worker on another device or process
-        if result.client_state and all(bool(torch.isfinite(t).all()) for t in result.client_state.values()):
+        if result.client_state and all(all_finite(t) for t in result.client_state.values()):
             self.client_states[job.client_id] = dict(result.client_state)
         update = ClientUpdate(job=job, state=state, base=base, num_samples=self.num_samples[job.client_id], metrics=result.metrics, staleness=staleness)
         problem = self._check(update)
@@ -344,10 +356,10 @@ class AsyncFLLoop:
     def _check(self, update: ClientUpdate) -> tuple[str, str] | None:
         if update.state.layout != self.global_state.layout:
             return "shape", "the update's tensors do not match the global model's names and shapes"
-        if not bool(torch.isfinite(update.state.flat).all()):
+        if not all_finite(update.state.flat):
             return "non_finite", "the update holds NaN or infinite values"
         for name, tensor in update.state.side.items():
-            if not bool(torch.isfinite(tensor).all()):
+            if not all_finite(tensor):
                 return "non_finite", f"the update's side tensor {name!r} holds NaN or infinite values"
         if self.max_staleness is not None and update.staleness > self.max_staleness:
             return "stale", f"staleness {update.staleness} > max_staleness {self.max_staleness}"
@@ -356,7 +368,7 @@ class AsyncFLLoop:
     def _aggregate(self) -> None:
         updates = self.buffer.drain()
         new_state = self.aggregator.aggregate(self.global_state, updates, self.version)
-        if not bool(torch.isfinite(new_state.flat).all()):
+        if not all_finite(new_state.flat):
             self.rejected["non_finite_aggregate"] += len(updates)
             log.warning("aggregate of %d update(s) at version %d is not finite: not installed", len(updates), self.version)
             return

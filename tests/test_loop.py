@@ -159,3 +159,13 @@ def test_snapshots_are_kept_per_version_in_flight_and_released():
 
     assert 1 <= loop.peak_snapshots <= 3  # never more versions than jobs in flight
     assert len(loop._snapshots) == len({j.base_version for j in loop._jobs.values()})
+
+
+def test_all_finite_is_exact_even_when_the_fast_sum_overflows():
+    from lightning_asyncfl.loop import all_finite
+
+    assert all_finite(torch.tensor([1.0, -2.0, 3.0]))
+    assert all_finite(torch.tensor([3e38, 3e38]))  # the sum overflows to inf, every value is finite
+    assert not all_finite(torch.tensor([1.0, float("nan")]))
+    assert not all_finite(torch.tensor([float("inf"), float("-inf")]))  # the sum is nan
+    assert all_finite(torch.zeros(0))

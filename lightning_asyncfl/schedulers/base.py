@@ -71,7 +71,9 @@ class Scheduler(abc.ABC):
 
         Args:
             now: the current virtual time.
-            idle: available clients not in flight, sorted ascending.
+            idle: available clients not in flight, sorted ascending. It is the loop's own
+                list (no copy per event, which matters with 100,000 clients): read it, do
+                not modify it; copy it to keep it.
             in_flight: clients with a job in flight.
             version: the current global model version.
             rng: the run's system stream; every random choice draws from it.
