@@ -40,7 +40,9 @@ EXECUTORS = {
     "threads": ["executor=threads", "executor.workers=2"],
     "processes": ["executor=processes", "executor.workers=2"],
     "ray": ["executor=ray", "executor.workers=2", "executor.init_num_cpus=2"],
+    "batched": ["executor=batched", "executor.max_batch=64"],
 }
+DEFAULT_EXECUTORS = ["sequential", "sequential_2threads", "threads", "processes", "ray"]
 
 
 def workloads(data_root: Path, updates: int) -> dict[str, list[str]]:
@@ -49,7 +51,7 @@ def workloads(data_root: Path, updates: int) -> dict[str, list[str]]:
         "mnist_cnn": [
             "data=mnist", f"data.root={data_root}", "data.num_clients=100", "partition=dirichlet", "partition.beta=0.5",
             "model=cnn", "model.lr=0.01", "client.batch_size=50", "client.epochs=1",
-            "server.aggregator.alpha=0.6", "server.aggregator.a=0.5", "server.scheduler.concurrency=10",
+            "server.aggregator.alpha=0.6", "server.aggregator.a=0.5",
             f"server.max_steps={updates}", f"server.eval_every={updates}",
         ],
     }
@@ -122,7 +124,10 @@ def measure(overrides: list[str], out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", nargs="+", default=["digits", "mnist_cnn"])
-    parser.add_argument("--executors", nargs="+", default=list(EXECUTORS))
+    parser.add_argument("--executors", nargs="+", default=DEFAULT_EXECUTORS, choices=list(EXECUTORS))
+    parser.add_argument("--accelerator", default="cpu", help="client.accelerator of every run (cuda on a GPU)")
+    parser.add_argument("--concurrency", type=int, default=10, help="clients in flight (server.scheduler.concurrency)")
+    parser.add_argument("--name", default="executors", help="results file benchmarks/results/NAME.json")
     parser.add_argument("--mnist-updates", type=int, default=60, help="client updates of the mnist_cnn workload")
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
     args = parser.parse_args()
@@ -135,7 +140,8 @@ def main() -> None:
         for workload in args.workloads:
             for name in args.executors:
                 print(f"running {workload} / {name} ...", file=sys.stderr, flush=True)
-                result = measure([*loads[workload], *EXECUTORS[name]], Path(tmp) / f"{workload}-{name}")
+                extra = [f"client.accelerator={args.accelerator}", f"server.scheduler.concurrency={args.concurrency}"]
+                result = measure([*loads[workload], *extra, *EXECUTORS[name]], Path(tmp) / f"{workload}-{name}")
                 rows.append({"workload": workload, "executor": name, **result})
     for row in rows:
         base = next(r for r in rows if r["workload"] == row["workload"] and r["executor"] == "sequential")
@@ -151,7 +157,7 @@ def main() -> None:
             f"{r['updates_per_s_steady']:.1f} | {r['speedup_total']:.2f}x | {r['speedup_steady']:.2f}x | {r['peak_pss_mib']:.0f} | {r['final_accuracy']:.4f} |"
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "executors.json"
+    path = RESULTS / f"{args.name}.json"
     path.write_text(json.dumps({"machine": {"cores": os.cpu_count(), "python": platform.python_version()}, "rows": rows}, indent=2) + "\n")
     print(f"\nwritten {path}")
 

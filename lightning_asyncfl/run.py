@@ -26,8 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_asyncfl import seeding
 from lightning_asyncfl.callbacks import Callback, MetricsCSV, ProgressBar, UpdatesCSV, plot_accuracy
 from lightning_asyncfl.data.report import write_partition_report
-from lightning_asyncfl.client import Evaluator, TrainerSpec, check_client_settings
-from lightning_asyncfl.errors import ConfigError, InvalidValue, InvalidValues, require
+from lightning_asyncfl.client import PRECISIONS, Evaluator, TrainerSpec, check_client_settings
+from lightning_asyncfl.errors import ConfigError, InvalidValue, InvalidValues, require, require_choice
 from lightning_asyncfl.aggregators import Scaffold
 from lightning_asyncfl.client_algorithms import ClientAlgorithm
 from lightning_asyncfl.client_algorithms import Scaffold as ScaffoldClient
@@ -117,6 +117,8 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     valid_seed = problems.check("", lambda: require(isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool) and cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0"))
     seed = int(cfg.seed) if valid_seed else 0  # go on checking the rest with a usable seed
     problems.check("eval", lambda: require(isinstance(cfg.eval.batch_size, int) and cfg.eval.batch_size >= 1, "batch_size", cfg.eval.batch_size, "an integer >= 1"))
+    eval_precision = cfg.eval.get("precision")
+    problems.check("eval", lambda: eval_precision is None or require_choice("precision", str(eval_precision), PRECISIONS))
     problems.check("client", lambda: check_client_settings(**cfg.client))
     partition = problems.build("partition", lambda: _instantiate_logged("partition", cfg.partition))
     data = None
@@ -178,7 +180,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     seed = int(cfg.seed)
     data, template = parts["data"], parts["model"]
     client = cfg.client
-    evaluator = Evaluator(copy.deepcopy(template), data.test_dataset, batch_size=int(cfg.eval.batch_size), accelerator=client.accelerator, precision=str(client.precision))
+    eval_precision = str(cfg.eval.get("precision") or client.precision)
+    evaluator = Evaluator(copy.deepcopy(template), data.test_dataset, batch_size=int(cfg.eval.batch_size), accelerator=client.accelerator, precision=eval_precision)
 
     make_trainer = TrainerSpec(  # picklable: process and Ray workers build their trainers from it
         module=template, train_dataset=data.train_dataset, client_indices=data.client_indices, settings=dict(client),

@@ -214,3 +214,19 @@ def test_packed_indices_give_each_clients_list_as_a_view_and_pickle_as_two_tenso
     assert packed[2].data_ptr() == packed.flat.data_ptr() + 2 * 8  # a view, no copy
     assert [again[k].tolist() for k in range(3)] == [[4, 2], [], [7, 0, 1]]
     assert set(vars(again)) == {"flat", "offsets", "_bounds"}
+
+
+def test_bf16_mixed_precision_trains_and_evaluates_on_the_cpu(make_cfg):
+    from lightning_asyncfl.run import run
+
+    full = run(make_cfg("server.max_steps=6", "server.eval_every=6", name="full"))
+    mixed = run(make_cfg("server.max_steps=6", "server.eval_every=6", "client.precision=bf16-mixed", name="mixed"))
+    eval_only = run(make_cfg("server.max_steps=6", "server.eval_every=6", "eval.precision=bf16-mixed", name="eval_only"))
+
+    a = torch.load(f"{full['output_dir']}/final_model.pt", weights_only=True)
+    b = torch.load(f"{mixed['output_dir']}/final_model.pt", weights_only=True)
+    c = torch.load(f"{eval_only['output_dir']}/final_model.pt", weights_only=True)
+    assert all(v.dtype == torch.float32 for v in b.values())  # weights stay float32
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # bf16 matmuls round differently
+    assert all(torch.equal(a[k], c[k]) for k in a)  # evaluation precision does not touch training
+    assert abs(eval_only["final_accuracy"] - full["final_accuracy"]) < 0.05
