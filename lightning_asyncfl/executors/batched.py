@@ -18,7 +18,6 @@ train on the per-client path, and the executor says why once, at start.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,7 +29,8 @@ from torch.func import functional_call, grad_and_value, vmap
 from lightning_asyncfl.client import ClientTrainer, _DeviceTensors, intra_op_threads
 from lightning_asyncfl.client_algorithms.base import ClientAlgorithm
 from lightning_asyncfl.errors import checking
-from lightning_asyncfl.executors.base import Executor, TrainerFactory
+from lightning_asyncfl.executors.base import TrainerFactory
+from lightning_asyncfl.executors.sequential import SequentialExecutor
 from lightning_asyncfl.models.base import ClassifierModule
 from lightning_asyncfl.state import Job, JobResult, ModelState
 
@@ -111,8 +111,11 @@ def batched_sgd(
     return trained, total / count.clamp_min(1.0)
 
 
-class BatchedExecutor(Executor):
+class BatchedExecutor(SequentialExecutor):
     """Trains up to ``max_batch`` pending jobs at once, stacked along a client dimension.
+
+    Like :class:`SequentialExecutor` it trains in the loop's thread when a result is
+    needed; the job needed then is trained together with the pending jobs needed next.
 
     Args:
         max_batch: the most clients trained together (B).
@@ -122,57 +125,41 @@ class BatchedExecutor(Executor):
     def __init__(self, *, max_batch: int = 64, num_threads: int | None = 1) -> None:
         with checking() as check:
             check(isinstance(max_batch, int) and not isinstance(max_batch, bool) and max_batch >= 1, "max_batch", max_batch, "an integer >= 1")
-            check(num_threads is None or (isinstance(num_threads, int) and num_threads >= 1), "num_threads", num_threads, "null or an integer >= 1")
-        self.max_batch, self.num_threads = max_batch, num_threads
-        self._trainer: ClientTrainer | None = None
+            super().__init__(num_threads=num_threads)
+        self.max_batch = max_batch
         self._reason: str | None = None
-        self._pending: dict[int, tuple[Job, ModelState, Mapping[str, Tensor] | None]] = {}
-        self._done: dict[int, JobResult | Exception] = {}
+        self._jobs: dict[int, Job] = {}
         self.batches: list[int] = []  # size of every batch trained, for the curious
 
     def start(self, make_trainer: TrainerFactory) -> None:
-        with intra_op_threads(self.num_threads):
-            self._trainer = make_trainer()
+        super().start(make_trainer)
+        assert self._trainer is not None
         self._reason = why_not_batched(self._trainer)
         if self._reason is not None:
             log.warning("BatchedExecutor trains one client at a time: %s", self._reason)
 
     def submit(self, job: Job, base: ModelState, client_state: Mapping[str, Tensor] | None = None) -> None:
-        self._pending[job.job_id] = (job, base, client_state)
+        super().submit(job, base, client_state)
+        self._jobs[job.job_id] = job
 
-    def result(self, job: Job) -> JobResult:
-        if job.job_id not in self._done:
-            if self._trainer is None:
-                raise RuntimeError("BatchedExecutor.start() was not called")
-            with intra_op_threads(self.num_threads):
-                if self._reason is None:
-                    self._train_batch(job)
-                else:
-                    _, base, client_state = self._pending.pop(job.job_id)
-                    self._done[job.job_id] = self._trainer.train(job, base, client_state)
+    def _train(self, job: Job) -> JobResult:
+        if self._reason is not None:
+            self._jobs.pop(job.job_id, None)
+            return super()._train(job)
+        with intra_op_threads(self.num_threads):
+            self._train_batch(job)
         outcome = self._done.pop(job.job_id)
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
-    def wait(self, jobs: Sequence[Job], timeout: float | None = None) -> list[Job]:
-        ready = [j for j in jobs if j.job_id in self._done]
-        if ready or not jobs:
-            return ready
-        first = min(jobs, key=lambda j: (j.arrival_time, j.job_id))
-        try:
-            self._done[first.job_id] = self.result(first)
-        except Exception as error:
-            self._done[first.job_id] = error
-        return [j for j in jobs if j.job_id in self._done]
-
     def _train_batch(self, needed: Job) -> None:
         trainer = self._trainer
         assert trainer is not None
-        queue = sorted(self._pending.values(), key=lambda item: (item[0].job_id != needed.job_id, item[0].arrival_time, item[0].job_id))
-        group = queue[: self.max_batch]
+        queue = sorted(self._jobs.values(), key=lambda j: (j.job_id != needed.job_id, j.arrival_time, j.job_id))
+        group = [(job, *self._pending.pop(job.job_id)) for job in queue[: self.max_batch]]
         for job, _, _ in group:
-            del self._pending[job.job_id]
+            del self._jobs[job.job_id]
         self.batches.append(len(group))
         module = trainer.module
         layout = group[0][1].layout
@@ -222,13 +209,12 @@ class BatchedExecutor(Executor):
         return index
 
     def cancel(self, job: Job) -> None:
-        self._pending.pop(job.job_id, None)
-        self._done.pop(job.job_id, None)
+        super().cancel(job)
+        self._jobs.pop(job.job_id, None)
 
     def shutdown(self) -> None:
-        self._pending.clear()
-        self._done.clear()
-        self._trainer = None
+        super().shutdown()
+        self._jobs.clear()
 
     def __repr__(self) -> str:
         return f"BatchedExecutor(max_batch={self.max_batch}, num_threads={self.num_threads})"
