@@ -36,3 +36,15 @@ def test_parallel_executors_on_cuda_give_the_sequential_cuda_bytes(make_cfg, exe
     b = torch.load(f"{parallel['output_dir']}/final_model.pt", weights_only=True)
     assert parallel["failed"] == 0
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.gpu
+def test_batched_clients_on_cuda_match_the_per_client_cuda_run_closely(make_cfg):
+    args = ["server.max_steps=30", "client.accelerator=cuda"]
+    sequential = run(make_cfg(*args, name="seq"))
+    batched = run(make_cfg(*args, "executor=batched", "executor.max_batch=8", name="batched"))
+
+    a = torch.load(f"{sequential['output_dir']}/final_model.pt", weights_only=True)
+    b = torch.load(f"{batched['output_dir']}/final_model.pt", weights_only=True)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-4)
