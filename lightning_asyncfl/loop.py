@@ -29,6 +29,7 @@ import torch
 
 from lightning_asyncfl import seeding
 from lightning_asyncfl.aggregators.base import AsyncAggregator
+from lightning_asyncfl.attacks import Attack
 from lightning_asyncfl.buffer import UpdateBuffer
 from lightning_asyncfl.callbacks.base import Callback
 from lightning_asyncfl.delays import DelayModel
@@ -101,6 +102,7 @@ class AsyncFLLoop:
         target_accuracy: stop once ``test_accuracy`` reaches this (null: no target).
         on_client_error: ``skip`` (log, count, go on) or ``raise``.
         callbacks: hooks called on every event.
+        attack: malicious clients that corrupt what they send (None: none).
         clock: ``virtual`` (deterministic, the default) or ``wall`` (real seconds, delays
             slept, arrivals in real completion order; not deterministic).
     """
@@ -126,12 +128,14 @@ class AsyncFLLoop:
         on_client_error: str = "skip",
         callbacks: Sequence[Callback] = (),
         clock: str = "virtual",
+        attack: Attack | None = None,
     ) -> None:
         check_loop_settings(
             max_steps=max_steps, max_staleness=max_staleness, eval_every=eval_every, max_updates=max_updates,
             max_time=max_time, target_accuracy=target_accuracy, on_client_error=on_client_error, clock=clock,
         )  # fmt: skip
         self.clock = clock
+        self.attack = attack if attack is not None else Attack()
         self.aggregator, self.scheduler, self.delay, self.executor = aggregator, scheduler, delay, executor
         self.make_trainer, self.evaluate_fn = make_trainer, evaluate
         self.num_samples = [int(n) for n in num_samples]
@@ -179,6 +183,7 @@ class AsyncFLLoop:
         """Run to a stop rule; returns the summary (also given to ``on_run_end``)."""
         self._wall_start = time.perf_counter()
         self.delay.setup(self.num_samples, self.delay_rng)
+        self.attack.setup(self.num_clients, seeding.stream(self.seed, seeding.ATTACK))
         self.scheduler.setup(self.num_clients)
         started = time.perf_counter()
         self.executor.start(self.make_trainer)
@@ -336,6 +341,9 @@ class AsyncFLLoop:
             self._check_budgets()
             return
         state = result.state.to(self.global_state.flat.device)  # from a worker on another device or process
+        if job.client_id in self.attack.malicious:
+            state = self.attack.apply(job, base, state)
+            self.counts["attacked"] += 1
         if result.client_state and all(all_finite(t) for t in result.client_state.values()):
             self.client_states[job.client_id] = dict(result.client_state)
         update = ClientUpdate(job=job, state=state, base=base, num_samples=self.num_samples[job.client_id], metrics=result.metrics, staleness=staleness)
@@ -416,6 +424,7 @@ class AsyncFLLoop:
             "accepted": self.counts["accepted"],
             "applied": self.counts["applied"],
             "failed": self.counts["failed"],
+            "attacked": self.counts["attacked"],
             "rejected": dict(sorted(self.rejected.items())),
             "rejected_total": sum(self.rejected.values()),
             "in_flight": self.in_flight,

@@ -29,6 +29,7 @@ from lightning_asyncfl.data.report import write_partition_report
 from lightning_asyncfl.client import PRECISIONS, Evaluator, TrainerSpec, check_client_settings
 from lightning_asyncfl.errors import ConfigError, InvalidValue, InvalidValues, require, require_choice
 from lightning_asyncfl.aggregators import Scaffold
+from lightning_asyncfl.attacks import Attack
 from lightning_asyncfl.client_algorithms import ClientAlgorithm
 from lightning_asyncfl.client_algorithms import Scaffold as ScaffoldClient
 from lightning_asyncfl.schedulers.base import Scheduler
@@ -146,6 +147,10 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             f"(got {type(aggregator).__name__} with {type(algorithm).__name__}); use server=scaffold"
         )
     executor = problems.build("executor", lambda: _instantiate_logged("executor", cfg.executor))
+    attack = problems.build("attack", lambda: _instantiate_logged("attack", cfg.attack)) if cfg.get("attack") is not None else Attack()
+    if attack is not None and not isinstance(attack, Attack):
+        problems.items.append(f"attack._target_ must be a lightning_asyncfl.attacks.Attack, got {type(attack).__name__}")
+        attack = None
     callbacks = [
         problems.build(f"callbacks.{name}", lambda node=node, name=name: _instantiate_logged(f"callbacks.{name}", node))
         for name, node in (cfg.get("callbacks") or {}).items()
@@ -163,7 +168,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     problems.check("server", lambda: check_loop_settings(**loop_keys))
     problems.check("", lambda: check_loop_settings(max_steps=1, clock=cfg.get("clock", "virtual")))
     problems.raise_if_any()
-    return {"data": data, "model": model, "aggregator": aggregator, "scheduler": scheduler, "delay": delay, "executor": executor, "algorithm": algorithm, "callbacks": callbacks, "loop_keys": loop_keys}
+    return {"data": data, "model": model, "aggregator": aggregator, "scheduler": scheduler, "delay": delay, "executor": executor, "attack": attack, "algorithm": algorithm, "callbacks": callbacks, "loop_keys": loop_keys}
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -204,6 +209,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         seed=seed,
         callbacks=callbacks,
         clock=str(cfg.get("clock", "virtual")),
+        attack=parts["attack"],
         **parts["loop_keys"],
     )
     log.info("Running %r with %d clients (%d training samples), output in %s", loop, loop.num_clients, sum(data.num_samples), out)

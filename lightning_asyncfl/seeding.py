@@ -15,6 +15,7 @@ SYSTEM = 1  # scheduler choices
 JOB = 2
 MODEL = 3
 DELAY = 4
+ATTACK = 5  # which clients are malicious
 
 
 def stream(seed: int, *key: int) -> np.random.Generator:

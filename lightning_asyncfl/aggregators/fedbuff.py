@@ -11,6 +11,10 @@ subtracts); the server accumulates staleness-weighted deltas until it holds K of
 with server learning rate η_g and staleness weight s (the paper uses s(τ) = 1/√(1+τ),
 which is ``staleness=polynomial, a=0.5``). When the loop flushes a partial buffer at the
 end of the work, K is the number of updates actually buffered.
+
+Under attack, the mean can be replaced by a robust combination of the weighted deltas
+(``rule``: coordinate-wise median, trimmed mean, Krum / multi-Krum, see :mod:`.robust`),
+and every delta can be clipped to a norm first (``clip_norm``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 from torch import Tensor
 
 from lightning_asyncfl.aggregators.base import AsyncAggregator
+from lightning_asyncfl.aggregators.robust import RULES, clip_norms, coordinate_median, multi_krum, trimmed_mean
 from lightning_asyncfl.aggregators.staleness import make_staleness
 from lightning_asyncfl.errors import checking
 from lightning_asyncfl.state import ClientUpdate, ModelState
@@ -44,6 +49,13 @@ class FedBuff(AsyncAggregator):
         staleness: ``constant``, ``polynomial`` or ``hinge``.
         a: exponent of ``polynomial``, slope of ``hinge``; >= 0.
         b: threshold of ``hinge``; >= 0.
+        rule: how the K weighted deltas are combined: ``mean`` (the paper), ``median``,
+            ``trimmed_mean`` or ``krum``.
+        trim: β of ``trimmed_mean``, in [0, 0.5): the share dropped at each end.
+        krum_f: f of ``krum``, the number of attackers tolerated (K must exceed f + 2; a
+            flushed partial buffer too small for Krum takes the median).
+        krum_m: m of multi-Krum, the number of lowest-scored deltas averaged (1: Krum).
+        clip_norm: scale every delta down to this norm first (null: no clipping).
     """
 
     def __init__(
@@ -54,17 +66,44 @@ class FedBuff(AsyncAggregator):
         staleness: str = "polynomial",
         a: float = 0.5,
         b: float = 4.0,
+        rule: str = "mean",
+        trim: float = 0.2,
+        krum_f: int = 1,
+        krum_m: int = 1,
+        clip_norm: float | None = None,
     ) -> None:
         with checking() as check:
             super().__init__(buffer_size=buffer_size)
             check(server_lr > 0, "server_lr", server_lr, "> 0")
+            check(rule in RULES, "rule", rule, "one of: " + ", ".join(RULES))
+            check(0 <= trim < 0.5, "trim", trim, "in [0, 0.5)")
+            check(isinstance(krum_f, int) and krum_f >= 0, "krum_f", krum_f, "an integer >= 0")
+            check(isinstance(krum_m, int) and krum_m >= 1, "krum_m", krum_m, "an integer >= 1")
+            check(rule != "krum" or buffer_size > krum_f + 2, "buffer_size", buffer_size, f"> krum_f + 2 = {krum_f + 2} with rule=krum")
+            check(clip_norm is None or clip_norm > 0, "clip_norm", clip_norm, "null or > 0")
             self.staleness = make_staleness(staleness, a=a, b=b)
         self.server_lr = float(server_lr)
+        self.rule, self.trim, self.krum_f, self.krum_m = rule, float(trim), krum_f, krum_m
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
 
     def aggregate(self, global_state: ModelState, updates: Sequence[ClientUpdate], version: int) -> ModelState:
         weights = [self.staleness.weight(u.staleness) for u in updates]
-        flat = fedbuff_step(global_state.flat, [u.delta for u in updates], weights, self.server_lr)
-        return global_state.with_flat(flat)
+        if self.rule == "mean" and self.clip_norm is None:
+            flat = fedbuff_step(global_state.flat, [u.delta for u in updates], weights, self.server_lr)
+            return global_state.with_flat(flat)
+        deltas = torch.stack([u.delta * w for u, w in zip(updates, weights)])
+        if self.clip_norm is not None:
+            deltas = clip_norms(deltas, self.clip_norm)
+        if self.rule == "median":
+            combined = coordinate_median(deltas)
+        elif self.rule == "trimmed_mean":
+            combined = trimmed_mean(deltas, self.trim)
+        elif self.rule == "krum":
+            combined = multi_krum(deltas, self.krum_f, self.krum_m) if len(updates) > self.krum_f + 2 else coordinate_median(deltas)
+        else:
+            combined = deltas.mean(dim=0)
+        return global_state.with_flat(global_state.flat.add(combined, alpha=self.server_lr))
 
     def __repr__(self) -> str:
-        return f"FedBuff(buffer_size={self.buffer_size}, server_lr={self.server_lr}, staleness={self.staleness!r})"
+        robust = "" if self.rule == "mean" and self.clip_norm is None else f", rule={self.rule!r}, clip_norm={self.clip_norm}"
+        return f"FedBuff(buffer_size={self.buffer_size}, server_lr={self.server_lr}, staleness={self.staleness!r}{robust})"

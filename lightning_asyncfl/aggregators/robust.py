@@ -1,0 +1,66 @@
+"""Robust combinations of client deltas, for buffered aggregation under attack.
+
+Each function takes the K buffered deltas stacked as a ``[K, P]`` tensor and returns one
+``[P]`` vector in place of their mean:
+
+- coordinate-wise median (Yin et al., "Byzantine-Robust Distributed Learning: Towards
+  Optimal Statistical Rates", ICML 2018, https://arxiv.org/abs/1803.01498): per
+  coordinate, the middle value (the mean of the two middle values when K is even);
+- coordinate-wise β-trimmed mean (same paper): per coordinate, drop the ⌊βK⌋ largest and
+  ⌊βK⌋ smallest values and average the rest;
+- Krum and multi-Krum (Blanchard et al., "Machine Learning with Adversaries: Byzantine
+  Tolerant Gradient Descent", NeurIPS 2017, https://arxiv.org/abs/1703.02248): the score
+  of delta i is the sum of its squared distances to its K − f − 2 nearest other deltas;
+  Krum keeps the one with the lowest score, multi-Krum averages the m lowest;
+- norm clipping (applied before any of them): each delta is scaled down to norm at most C.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+RULES = ["mean", "median", "trimmed_mean", "krum"]
+
+
+def clip_norms(deltas: Tensor, max_norm: float) -> Tensor:
+    """Each row of ``deltas`` scaled by min(1, C / ||row||)."""
+    norms = deltas.norm(dim=1, keepdim=True)
+    return deltas * (max_norm / norms.clamp_min(max_norm))
+
+
+def coordinate_median(deltas: Tensor) -> Tensor:
+    """The coordinate-wise median of the rows (mean of the two middle values for even K)."""
+    ordered = deltas.sort(dim=0).values
+    k = ordered.shape[0]
+    if k % 2:
+        return ordered[k // 2]
+    return (ordered[k // 2 - 1] + ordered[k // 2]) / 2
+
+
+def trimmed_mean(deltas: Tensor, beta: float) -> Tensor:
+    """The coordinate-wise mean after dropping the ⌊βK⌋ largest and smallest values."""
+    k = deltas.shape[0]
+    cut = math.floor(beta * k)
+    if k - 2 * cut < 1:
+        raise ValueError(f"trim {beta} removes every one of {k} updates")
+    return deltas.sort(dim=0).values[cut : k - cut].mean(dim=0)
+
+
+def krum_scores(deltas: Tensor, f: int) -> Tensor:
+    """Krum's score of each row: the sum of squared distances to its K − f − 2 nearest other rows."""
+    k = deltas.shape[0]
+    nearest = k - f - 2
+    if nearest < 1:
+        raise ValueError(f"Krum with f={f} needs more than {f + 2} updates, got {k}")
+    distances = torch.cdist(deltas, deltas).pow(2)
+    distances.fill_diagonal_(float("inf"))
+    return distances.sort(dim=1).values[:, :nearest].sum(dim=1)
+
+
+def multi_krum(deltas: Tensor, f: int, m: int = 1) -> Tensor:
+    """The mean of the ``m`` rows with the lowest Krum scores (``m = 1``: Krum)."""
+    chosen = krum_scores(deltas, f).argsort()[: max(1, min(m, deltas.shape[0]))]
+    return deltas[chosen].mean(dim=0)
