@@ -416,6 +416,10 @@ class AsyncFLLoop:
         """Counts, times and metrics of the run so far, as plain values."""
         final = self.history[-1] if self.history else {}
         accuracies = [row["test_accuracy"] for row in self.history if "test_accuracy" in row]
+        outcome = {
+            "applied": self.counts["applied"], "rejected": sum(self.rejected.values()), "failed": self.counts["failed"],
+            "buffered": len(self.buffer), "in_flight": self.in_flight,
+        }  # fmt: skip
         return {
             "stop_reason": self.stop_reason,
             "steps": self.version,
@@ -429,6 +433,8 @@ class AsyncFLLoop:
             "rejected_total": sum(self.rejected.values()),
             "in_flight": self.in_flight,
             "buffered": len(self.buffer),
+            # every dispatched job ends in exactly one of these (see docs/outputs.md)
+            "accounting": {"dispatched": self.counts["dispatched"], **outcome, "balanced": self.counts["dispatched"] == sum(outcome.values())},
             "virtual_time": self.now,
             "wall_time": self.wall_time,
             "executor_start_time": self.startup_time,

@@ -169,3 +169,18 @@ def test_all_finite_is_exact_even_when_the_fast_sum_overflows():
     assert not all_finite(torch.tensor([1.0, float("nan")]))
     assert not all_finite(torch.tensor([float("inf"), float("-inf")]))  # the sum is nan
     assert all_finite(torch.zeros(0))
+
+
+def test_every_dispatched_job_is_accounted_for_once(make_cfg):
+    from lightning_asyncfl.run import run
+
+    # failures, staleness rejections and an unfinished buffer in one run
+    summary = run(make_cfg(
+        "server=fedbuff", "server.max_steps=15", "server.max_staleness=1", "attack=scale",
+        "client_algorithm._target_=tests.executors.faults.FailJobs", "+client_algorithm.jobs=[2,5,8]",
+    ))  # fmt: skip
+
+    books = summary["accounting"]
+    assert books["failed"] == 3 and summary["rejected"].get("stale", 0) > 0 and books["in_flight"] > 0
+    assert books["dispatched"] == books["applied"] + books["rejected"] + books["failed"] + books["buffered"] + books["in_flight"]
+    assert books["balanced"] is True
