@@ -15,6 +15,7 @@ freed when the last job that needs them has finished.
 
 from __future__ import annotations
 
+import abc
 import heapq
 import logging
 import threading
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_asyncfl.errors import checking
+from lightning_asyncfl.errors import checking, require
 from lightning_asyncfl.executors.base import Executor, JobFailed, TrainerFactory, WorkerLost
 from lightning_asyncfl.state import Job, JobResult, ModelState
 
@@ -53,10 +54,7 @@ def check_devices(devices: Any) -> None:
             ok = all(d.type in ("cpu", "cuda", "mps") for d in parsed)
         except (RuntimeError, ValueError):
             ok = False
-    if not ok:
-        from lightning_asyncfl.errors import InvalidValue
-
-        raise InvalidValue("devices", devices, "null, auto, or a non-empty list of devices such as [cuda:0, cuda:1]")
+    require(ok, "devices", devices, "null, auto, or a non-empty list of devices such as [cuda:0, cuda:1]")
 
 
 class ParallelExecutor(Executor):
@@ -91,16 +89,16 @@ class ParallelExecutor(Executor):
         self.lost_workers = 0
 
     # -- what a subclass writes ----------------------------------------------------
+    @abc.abstractmethod
     def _open(self, index: int, device: str | None, make_trainer: TrainerFactory) -> Any:
         """Create worker ``index`` (on ``device``) and return its handle."""
-        raise NotImplementedError
 
     def _ready(self, handles: list[Any]) -> None:
         """Wait until every opened worker can take jobs (raise if one cannot)."""
 
+    @abc.abstractmethod
     def _execute(self, index: int, handle: Any, job: Job, payload: Any, client_state: Mapping[str, Tensor] | None) -> JobResult:
         """Train ``job`` on the worker; raise :class:`WorkerLost` if the worker died."""
-        raise NotImplementedError
 
     def _share(self, base: ModelState) -> Any:
         """What workers receive for a global version (called once per version)."""

@@ -19,9 +19,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor
 
+from lightning_asyncfl.client import intra_op_threads
 from lightning_asyncfl.errors import checking
 from lightning_asyncfl.executors.base import TrainerFactory, WorkerLost
 from lightning_asyncfl.executors.pool import ParallelExecutor, remote_error
@@ -48,18 +48,17 @@ class _RayWorker:
     """The actor: one trainer, built once from the spec in the object store."""
 
     def __init__(self, make_trainer: TrainerFactory, num_threads: int | None) -> None:
-        if num_threads is not None:
-            torch.set_num_threads(num_threads)
         self.num_threads = num_threads
-        self.trainer = make_trainer()
+        with intra_op_threads(num_threads):
+            self.trainer = make_trainer()
 
     def pid(self) -> int:
         return os.getpid()
 
     def train(self, job: Job, base: ModelState, client_state: Mapping[str, Tensor]) -> JobResult | tuple[str, str]:
-        torch.set_num_threads(self.num_threads) if self.num_threads is not None else None
         try:
-            result = self.trainer.train(job, base, client_state)
+            with intra_op_threads(self.num_threads):  # per thread: Ray may run methods on another thread
+                result = self.trainer.train(job, base, client_state)
         except Exception as error:  # reported as the job's failure, the actor lives on
             return ("error", f"{type(error).__name__}: {error}")
         return JobResult(result.state.to("cpu"), result.metrics, {k: v.to("cpu") for k, v in result.client_state.items()})
@@ -116,7 +115,7 @@ class RayExecutor(ParallelExecutor):
 
     def _open(self, index: int, device: str | None, make_trainer: TrainerFactory) -> Any:
         return self._actor.options(
-            num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_restarts=-1, max_task_retries=0, name=None,
+            num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_restarts=-1, max_task_retries=0,
         ).remote(self._spec, self.num_threads)  # fmt: skip
 
     def _ready(self, handles: list[Any]) -> None:
