@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_asyncfl import seeding
-from lightning_asyncfl.callbacks import Callback, MetricsCSV, ProgressBar, UpdatesCSV, plot_accuracy
+from lightning_asyncfl.callbacks import Callback, MetricsCSV, ProgressBar, UpdatesCSV, write_run_figures
 from lightning_asyncfl.data.report import write_partition_report
 from lightning_asyncfl.client import PRECISIONS, Evaluator, TrainerSpec, check_client_settings
 from lightning_asyncfl.errors import ConfigError, InvalidValue, InvalidValues, require, require_choice
@@ -215,7 +215,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     log.info("Running %r with %d clients (%d training samples), output in %s", loop, loop.num_clients, sum(data.num_samples), out)
     summary = loop.run()
     torch.save(loop.global_state.to("cpu").state_dict(), out / "final_model.pt")
-    plot_accuracy(loop.history, out / "accuracy.png", title=f"{type(parts['aggregator']).__name__} on {type(data).__name__}")
+    write_run_figures(out, loop.history, title=f"{type(parts['aggregator']).__name__} on {type(data).__name__}", num_clients=loop.num_clients)
     summary = {**summary, "seed": seed, "num_clients": loop.num_clients, "output_dir": str(out.resolve())}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     accuracy = summary["final_accuracy"]

@@ -2,7 +2,7 @@
 
 from lightning_asyncfl.callbacks.base import Callback
 from lightning_asyncfl.callbacks.files import MetricsCSV, UpdatesCSV
-from lightning_asyncfl.callbacks.plots import plot_accuracy
+from lightning_asyncfl.callbacks.plots import plot_accuracy, write_run_figures
 from lightning_asyncfl.callbacks.progress import ProgressBar
 
-__all__ = ["Callback", "MetricsCSV", "ProgressBar", "UpdatesCSV", "plot_accuracy"]
+__all__ = ["Callback", "MetricsCSV", "ProgressBar", "UpdatesCSV", "plot_accuracy", "write_run_figures"]

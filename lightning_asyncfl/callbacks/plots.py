@@ -1,33 +1,220 @@
-"""Pictures of a run: test accuracy against virtual time and against client updates."""
+"""Pictures of a run: learning curves, staleness of the updates, and who took part.
+
+:func:`write_run_figures` writes all of them into a run directory at the end of
+:func:`lightning_asyncfl.run.run`:
+
+- ``accuracy.png``: test accuracy (top) and test loss (bottom, when the model logs it),
+  each against virtual time and against client updates, from the evaluation history;
+- ``staleness.png``: how many accepted updates had each staleness (and, stacked on top,
+  how many were rejected as too stale), from ``updates.csv``;
+- ``participation.png``: the rows of ``updates.csv`` per client id, one colour per
+  status (accepted, stale, failed, ...).
+
+A picture with nothing to show is not written (no ``test_accuracy`` nor ``test_loss``
+logged, no ``updates.csv`` or no row in it). The counting is done by pure functions
+(:func:`read_updates`, :func:`staleness_counts`, :func:`participation_counts`) so that
+tests can check the numbers behind each picture.
+"""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+#: at most this many bars per picture: above it, bars group consecutive values (100,000 clients draw in a blink)
+MAX_BARS = 100
+#: colours of the statuses of ``updates.csv``; any other status takes one of _SPARE_COLORS
+STATUS_COLORS = {"accepted": "tab:blue", "stale": "tab:red", "failed": "tab:gray", "non_finite": "tab:purple", "shape": "tab:brown"}
+_SPARE_COLORS = ("tab:orange", "tab:olive", "tab:cyan", "tab:pink", "tab:green")
+_CURVES = (("test_accuracy", "test accuracy"), ("test_loss", "test loss"))
+_AXES = (("virtual_time", "virtual time (s)"), ("client_updates", "client updates"))
+
 
 def plot_accuracy(history: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
-    """Write ``accuracy.png`` (two panels) from the loop's evaluation history; None if no accuracy was logged."""
-    rows = [row for row in history if "test_accuracy" in row]
-    if not rows:
+    """Write the learning curves (``accuracy.png``) from the loop's evaluation history.
+
+    One row of two panels per logged metric: ``test_accuracy``, then ``test_loss``; the
+    left panel against virtual time, the right one against client updates.
+
+    Args:
+        history: the loop's evaluation rows (``version``, ``client_updates``,
+            ``virtual_time``, ``test_*``), as in ``metrics.csv``.
+        path: the PNG file to write.
+        title: the figure's title, e.g. ``FedBuff on Digits``.
+
+    Returns:
+        ``path``, or None (nothing written) when neither metric was logged.
+    """
+    curves = [(key, label) for key, label in _CURVES if any(key in row for row in history)]
+    if not curves:
         return None
-    accuracy = [row["test_accuracy"] for row in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, key, label in ((axes[0], "virtual_time", "virtual time (s)"), (axes[1], "client_updates", "client updates")):
-        ax.plot([row[key] for row in rows], accuracy, marker=".", linewidth=1.2)
-        ax.set_xlabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test accuracy")
+    fig, axes = plt.subplots(len(curves), 2, figsize=(10, 4 * len(curves)), sharey="row", squeeze=False)
+    for (key, label), row_axes in zip(curves, axes):
+        rows = [row for row in history if key in row]
+        for ax, (x_key, x_label) in zip(row_axes, _AXES):
+            ax.plot([row[x_key] for row in rows], [row[key] for row in rows], marker=".", linewidth=1.2)
+            ax.set_xlabel(x_label)
+            ax.grid(alpha=0.3)
+        row_axes[0].set_ylabel(label)
+    return _save(fig, path, title)
+
+
+def read_updates(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of an ``updates.csv``, with ``client_id`` and ``staleness`` as ints; [] if there is no file."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    for row in rows:
+        row["client_id"], row["staleness"] = int(row["client_id"]), int(row["staleness"])
+    return rows
+
+
+def staleness_counts(updates: Sequence[dict[str, Any]], status: str = "accepted") -> np.ndarray:
+    """``counts[s]``: how many updates with this ``status`` arrived with staleness ``s`` (empty if none)."""
+    staleness = [row["staleness"] for row in updates if row["status"] == status]
+    return np.bincount(np.asarray(staleness, dtype=np.int64), minlength=0)
+
+
+def participation_counts(updates: Sequence[dict[str, Any]], num_clients: int | None = None) -> dict[str, np.ndarray]:
+    """Rows of ``updates.csv`` per client id, by status: ``{"accepted": counts, "stale": counts, ...}``.
+
+    ``accepted`` comes first (always present), then the other statuses in order of first
+    appearance; each array has one entry per client.
+
+    Args:
+        updates: rows of ``updates.csv`` (see :func:`read_updates`).
+        num_clients: the federation's size, so that clients without a row count 0;
+            None: one past the highest client id seen.
+
+    Raises:
+        ValueError: a client id is outside ``[0, num_clients)``.
+    """
+    ids = np.asarray([row["client_id"] for row in updates], dtype=np.int64)
+    size = int(ids.max()) + 1 if num_clients is None and len(ids) else int(num_clients or 0)
+    outside = ids[(ids < 0) | (ids >= size)]
+    if len(outside):
+        raise ValueError(f"client_id must be in [0, {size}) with num_clients={num_clients}, got {int(outside[0])}")
+    statuses = np.asarray([row["status"] for row in updates], dtype=object)
+    return {status: np.bincount(ids[statuses == status], minlength=size) for status in dict.fromkeys(["accepted", *statuses])}
+
+
+def group_counts(counts: np.ndarray, max_bars: int = MAX_BARS) -> tuple[np.ndarray, np.ndarray]:
+    """Sum ``counts`` over runs of consecutive indices so that at most ``max_bars`` remain.
+
+    Returns:
+        ``(sums, sizes)``: ``sums[j]`` adds ``counts`` over indices ``[j*g, j*g + sizes[j])``
+        with ``g = ceil(len(counts) / max_bars)`` (1 when ``counts`` is short enough);
+        only the last group can be smaller.
+    """
+    group = max(1, -(-len(counts) // max_bars))
+    starts = np.arange(0, len(counts), group)
+    return np.add.reduceat(counts, starts) if len(counts) else counts, np.diff(np.append(starts, len(counts)))
+
+
+def plot_staleness(updates: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
+    """Write ``staleness.png``: a histogram of the staleness of accepted updates, with stale rejections stacked.
+
+    One bar per staleness value, or per run of consecutive values when there are more
+    than :data:`MAX_BARS` of them.
+
+    Returns:
+        ``path``, or None (nothing written) when no update was accepted or rejected as stale.
+    """
+    accepted, stale = staleness_counts(updates, "accepted"), staleness_counts(updates, "stale")
+    if not accepted.sum() and not stale.sum():
+        return None
+    size = max(len(accepted), len(stale))
+    accepted, stale = np.pad(accepted, (0, size - len(accepted))), np.pad(stale, (0, size - len(stale)))
+    mean = (np.arange(size) * accepted).sum() / accepted.sum() if accepted.sum() else float("nan")
+    (accepted_bars, sizes), (stale_bars, _) = group_counts(accepted), group_counts(stale)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    _bars(ax, sizes, accepted_bars, np.zeros(len(sizes)), STATUS_COLORS["accepted"], f"accepted ({accepted.sum()})")
+    if stale.sum():
+        _bars(ax, sizes, stale_bars, accepted_bars, STATUS_COLORS["stale"], f"rejected as stale ({stale.sum()})")
+    per_bar = "" if sizes[0] == 1 else f", {sizes[0]} values per bar"
+    ax.set_xlabel(f"staleness (versions{per_bar}); mean of accepted {mean:.2f}")
+    ax.set_ylabel("updates")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.legend()
+    return _save(fig, path, title)
+
+
+def plot_participation(updates: Sequence[dict[str, Any]], path: str | Path, num_clients: int | None = None, title: str = "") -> Path | None:
+    """Write ``participation.png``: the rows of ``updates.csv`` per client id, one colour per status, stacked.
+
+    One bar per client; with more than :data:`MAX_BARS` clients, one bar per run of
+    consecutive ids, its height the mean per client over the run.
+
+    Returns:
+        ``path``, or None (nothing written) when ``updates`` is empty.
+    """
+    if not updates:
+        return None
+    counts = participation_counts(updates, num_clients)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    bottom = None
+    for i, (status, per_client) in enumerate(counts.items()):
+        heights, sizes = group_counts(per_client)
+        heights = heights / sizes
+        bottom = np.zeros(len(sizes)) if bottom is None else bottom
+        color = STATUS_COLORS.get(status, _SPARE_COLORS[i % len(_SPARE_COLORS)])
+        _bars(ax, sizes, heights, bottom, color, f"{status} ({per_client.sum()})")
+        bottom = bottom + heights
+    total = sum(counts.values())
+    per_bar = "" if sizes[0] == 1 else f"; each bar: mean over {sizes[0]} consecutive ids"
+    ax.set_xlabel(f"client id ({int((total > 0).sum())} of {len(total)} clients sent updates{per_bar})")
+    ax.set_ylabel("updates per client")
+    if sizes[0] == 1:
+        ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.legend()
+    return _save(fig, path, title)
+
+
+def write_run_figures(out_dir: str | Path, history: Sequence[dict[str, Any]], title: str = "", num_clients: int | None = None) -> dict[str, Path]:
+    """Write every picture of a run into ``out_dir``; ``updates.csv`` is read from there.
+
+    Args:
+        out_dir: the run directory.
+        history: the loop's evaluation rows (as in ``metrics.csv``).
+        title: the title of every figure, e.g. ``FedBuff on Digits``.
+        num_clients: the federation's size (clients that never sent an update show as 0).
+
+    Returns:
+        The written files by name, e.g. ``{"accuracy.png": Path(...), ...}``; a picture
+        with nothing to show is left out.
+    """
+    out_dir = Path(out_dir)
+    updates = read_updates(out_dir / "updates.csv")
+    written = {
+        "accuracy.png": plot_accuracy(history, out_dir / "accuracy.png", title),
+        "staleness.png": plot_staleness(updates, out_dir / "staleness.png", title),
+        "participation.png": plot_participation(updates, out_dir / "participation.png", num_clients, title),
+    }
+    return {name: path for name, path in written.items() if path is not None}
+
+
+def _bars(ax: Any, sizes: np.ndarray, heights: np.ndarray, bottom: np.ndarray, color: str, label: str) -> None:
+    """Bars over the index groups of :func:`group_counts` (sizes), stacked on ``bottom``."""
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    ax.bar(starts + (sizes - 1) / 2, heights, bottom=bottom, width=0.8 * sizes, color=color, label=label)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+def _save(fig: Any, path: str | Path, title: str) -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
