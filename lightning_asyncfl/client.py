@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from lightning_asyncfl.client_algorithms.base import ClientAlgorithm, LocalTraining
 from lightning_asyncfl.errors import checking, require_choice
+from lightning_asyncfl.faults import Faults
 from lightning_asyncfl.state import Job, JobResult, ModelState
 
 
@@ -235,6 +236,7 @@ class ClientTrainer(_FabricWorker):
             :meth:`FederatedDataModule.augment`); None for none.
         device: train on this device (``cpu``, ``cuda:1``) instead of the accelerator's
             first one; executors use it to spread workers over several GPUs.
+        faults: injected faults (jobs that raise or send NaN), or None for none.
     """
 
     def __init__(
@@ -250,6 +252,7 @@ class ClientTrainer(_FabricWorker):
         precision: str = "32-true",
         augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
         device: str | None = None,
+        faults: Faults | None = None,
     ) -> None:
         check_client_settings(epochs=epochs, batch_size=batch_size, accelerator=accelerator, precision=precision)
         super().__init__(module, accelerator=accelerator, precision=str(precision), device=device)
@@ -259,6 +262,7 @@ class ClientTrainer(_FabricWorker):
         self.epochs, self.batch_size = epochs, batch_size
         self.algorithm = algorithm if algorithm is not None else ClientAlgorithm()
         self.augment = augment
+        self.faults = faults if faults is not None else Faults()
 
     def train(self, job: Job, base: ModelState, client_state: Mapping[str, Tensor] | None = None) -> JobResult:
         """Train ``job`` from ``base``; returns the trained state, the mean logged metrics
@@ -272,6 +276,7 @@ class ClientTrainer(_FabricWorker):
 
         What the client algorithm's ``after_training`` returns is in the state's ``side``.
         """
+        self.faults.before_training(job)
         self.load(base)
         optimizer = self.fabric.setup_optimizers(_optimizer(self.module))
         own = {k: v.to(self.device) for k, v in (client_state or {}).items()}
@@ -301,7 +306,8 @@ class ClientTrainer(_FabricWorker):
                     self.algorithm.after_optimizer_step(ctx)
             side = self.algorithm.after_training(ctx)
         state = self.read()
-        return JobResult(state.with_side(**side) if side else state, self.collector.pop(), ctx.client_state)
+        result = JobResult(state.with_side(**side) if side else state, self.collector.pop(), ctx.client_state)
+        return self.faults.after_training(job, result)
 
 
 @dataclass
@@ -319,6 +325,7 @@ class TrainerSpec:
         settings: the ``client`` config keys (``epochs``, ``batch_size``, ``accelerator``, ``precision``).
         algorithm: the client algorithm template (copied per trainer), or None.
         augment: the data module's train-time augmentation, or None.
+        faults: injected client faults, or None.
     """
 
     module: L.LightningModule
@@ -327,6 +334,7 @@ class TrainerSpec:
     settings: dict[str, Any] = field(default_factory=dict)
     algorithm: ClientAlgorithm | None = None
     augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
+    faults: Faults | None = None
 
     def __post_init__(self) -> None:
         self.client_indices = PackedIndices.of(self.client_indices)  # two tensors to send, not one per client
@@ -334,7 +342,8 @@ class TrainerSpec:
     def __call__(self, device: str | None = None) -> ClientTrainer:
         return ClientTrainer(
             copy.deepcopy(self.module), self.train_dataset, self.client_indices,
-            algorithm=copy.deepcopy(self.algorithm), augment=self.augment, device=device, **self.settings,
+            algorithm=copy.deepcopy(self.algorithm), augment=self.augment, device=device, faults=self.faults,
+            **self.settings,
         )  # fmt: skip
 
 

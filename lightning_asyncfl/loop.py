@@ -18,27 +18,34 @@ finish. It is not deterministic.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import dataclasses
 import heapq
 import logging
+import signal
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 
 from lightning_asyncfl import seeding
 from lightning_asyncfl.aggregators.base import AsyncAggregator
+from lightning_asyncfl import checkpoint as ckpt
 from lightning_asyncfl.attacks import Attack
+from lightning_asyncfl.availability import Availability
 from lightning_asyncfl.buffer import UpdateBuffer
 from lightning_asyncfl.callbacks.base import Callback
 from lightning_asyncfl.delays import DelayModel
 from lightning_asyncfl.errors import checking, require_choice
 from lightning_asyncfl.executors.base import Executor, TrainerFactory
 from lightning_asyncfl.schedulers.base import Scheduler
-from lightning_asyncfl.state import ClientUpdate, Job, ModelState
+from lightning_asyncfl.state import ClientUpdate, Job, JobResult, ModelState
 
 CLOCKS = ["virtual", "wall"]
+ON_CLIENT_ERROR = ["skip", "retry", "raise"]
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +74,10 @@ def check_loop_settings(
     max_time: float | None = None,
     target_accuracy: float | None = None,
     on_client_error: str = "skip",
+    max_retries: int = 2,
     clock: str = "virtual",
 ) -> None:
-    """Raise :class:`InvalidValue` for the first stop rule or loop setting outside what is allowed."""
+    """Raise :class:`InvalidValue` for every stop rule or loop setting outside what is allowed."""
     with checking() as check:
         check(isinstance(max_steps, int) and max_steps >= 1, "max_steps", max_steps, "an integer >= 1")
         check(max_staleness is None or (isinstance(max_staleness, int) and max_staleness >= 0), "max_staleness", max_staleness, "null or an integer >= 0")
@@ -77,8 +85,9 @@ def check_loop_settings(
         check(max_updates is None or (isinstance(max_updates, int) and max_updates >= 1), "max_updates", max_updates, "null or an integer >= 1")
         check(max_time is None or max_time > 0, "max_time", max_time, "null or > 0")
         check(target_accuracy is None or 0 < target_accuracy <= 1, "target_accuracy", target_accuracy, "null or in (0, 1]")
-        require_choice("on_client_error", on_client_error, ["skip", "raise"])
-        require_choice("clock", clock, CLOCKS)
+        check(isinstance(max_retries, int) and not isinstance(max_retries, bool) and max_retries >= 0, "max_retries", max_retries, "an integer >= 0")
+        check(on_client_error in ON_CLIENT_ERROR, "on_client_error", on_client_error, "one of: " + ", ".join(ON_CLIENT_ERROR))
+        check(clock in CLOCKS, "clock", clock, "one of: " + ", ".join(CLOCKS))
 
 
 class AsyncFLLoop:
@@ -100,11 +109,18 @@ class AsyncFLLoop:
         max_updates: stop after this many arrived client updates (null: no limit).
         max_time: stop at this virtual time (null: no limit).
         target_accuracy: stop once ``test_accuracy`` reaches this (null: no target).
-        on_client_error: ``skip`` (log, count, go on) or ``raise``.
+        on_client_error: a job whose training raised: ``skip`` (log, count as failed, go
+            on), ``retry`` (run the same job again, up to ``max_retries`` times, then skip)
+            or ``raise`` (stop the run, after a checkpoint of the state just before).
+        max_retries: retries of one job with ``on_client_error=retry``.
         callbacks: hooks called on every event.
         attack: malicious clients that corrupt what they send (None: none).
         clock: ``virtual`` (deterministic, the default) or ``wall`` (real seconds, delays
             slept, arrivals in real completion order; not deterministic).
+        availability: which clients may be dispatched, and which vanish mid-job (None:
+            every client always).
+        checkpointer: writes the run state every ``every_n_steps`` versions, at the end,
+            on Ctrl-C and when a client error stops the run (None: no checkpoints).
     """
 
     def __init__(
@@ -126,16 +142,23 @@ class AsyncFLLoop:
         max_time: float | None = None,
         target_accuracy: float | None = None,
         on_client_error: str = "skip",
+        max_retries: int = 2,
         callbacks: Sequence[Callback] = (),
         clock: str = "virtual",
         attack: Attack | None = None,
+        availability: Availability | None = None,
+        checkpointer: ckpt.Checkpointer | None = None,
     ) -> None:
         check_loop_settings(
             max_steps=max_steps, max_staleness=max_staleness, eval_every=eval_every, max_updates=max_updates,
-            max_time=max_time, target_accuracy=target_accuracy, on_client_error=on_client_error, clock=clock,
+            max_time=max_time, target_accuracy=target_accuracy, on_client_error=on_client_error,
+            max_retries=max_retries, clock=clock,
         )  # fmt: skip
         self.clock = clock
         self.attack = attack if attack is not None else Attack()
+        self.availability = availability if availability is not None else Availability()
+        self.checkpointer = checkpointer
+        self.max_retries = max_retries
         self.aggregator, self.scheduler, self.delay, self.executor = aggregator, scheduler, delay, executor
         self.make_trainer, self.evaluate_fn = make_trainer, evaluate
         self.num_samples = [int(n) for n in num_samples]
@@ -166,6 +189,15 @@ class AsyncFLLoop:
         self._wall_start = 0.0
         self.peak_snapshots = 0
         self.startup_time = 0.0
+        self.status = "created"  # running, completed, interrupted, failed
+        self.last_checkpoint: Any = None  # path of the last checkpoint written
+        self._dropping: set[int] = set()  # jobs whose client vanishes: their event is the drop
+        self._idle_wakeups = 0
+        self._dispatch_pending = True  # False right after a dispatch, until the next event
+        self._safe = False  # at a point where the state is whole (a checkpoint may be taken)
+        self._checkpoint_due = False
+        self._checkpointed_version: int | None = None
+        self._interrupted = False
 
     # -- public views --------------------------------------------------------------
     @property
@@ -179,61 +211,160 @@ class AsyncFLLoop:
         return time.perf_counter() - self._wall_start
 
     # -- the run -------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
-        """Run to a stop rule; returns the summary (also given to ``on_run_end``)."""
+    def run(self, resume: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Run to a stop rule; returns the summary (also given to ``on_run_end``).
+
+        Args:
+            resume: a checkpoint's state (see :meth:`state_dict`) to continue from; the
+                run then ends exactly as the uninterrupted run would have.
+
+        Ctrl-C (SIGINT) finishes the event being handled, writes a checkpoint and raises
+        :class:`KeyboardInterrupt` with :attr:`status` ``interrupted``; a second Ctrl-C
+        stops at once.
+        """
         self._wall_start = time.perf_counter()
         self.delay.setup(self.num_samples, self.delay_rng)
         self.attack.setup(self.num_clients, seeding.stream(self.seed, seeding.ATTACK))
+        self.availability.setup(self.num_clients, seeding.stream(self.seed, seeding.AVAILABILITY))
         self.scheduler.setup(self.num_clients)
+        if resume is not None:
+            self.load_state_dict(resume)
         started = time.perf_counter()
         self.executor.start(self.make_trainer)
         self.startup_time = time.perf_counter() - started
+        self.status = "running"
         try:
-            self._call("on_run_start", self)
-            self._evaluate()
-            if self.clock == "wall":
-                self._run_wall_clock()
+            with self._sigint_checkpoints():
+                self._call("on_run_start", self)
+                if resume is None:
+                    self._evaluate()
+                else:
+                    for job_id in sorted(self._jobs):  # train the jobs in flight again: same inputs, same results
+                        if job_id not in self._dropping:
+                            job = self._jobs[job_id]
+                            self.executor.submit(job, self._snapshots[job.base_version][0], self.client_states.get(job.client_id))
+                    self._check_stop_rules()
+                if self.clock == "wall":
+                    self._run_wall_clock()
+                else:
+                    self._run_events()
+                if self._last_eval != self.version:
+                    self._evaluate()
+            self.status = "completed"
+        except KeyboardInterrupt:
+            self.status = "interrupted"
+            raise
+        except BaseException as error:
+            self.status = "failed"
+            if self._safe:  # stopped before touching the event: the state is whole
+                self.checkpoint()
             else:
-                self._run_events()
-            if self._last_eval != self.version:
-                self._evaluate()
+                log.error("%s in the middle of an event: the state is not whole, the last checkpoint (%s) is kept", type(error).__name__, self.last_checkpoint)
+            raise
         finally:
             for job in list(self._jobs.values()):
                 self.executor.cancel(job)
             self.executor.shutdown()
+            self._safe = False
+        self.checkpoint()
         summary = self.summary()
         self._call("on_run_end", self, summary)
         return summary
 
+    @contextlib.contextmanager
+    def _sigint_checkpoints(self) -> Iterator[None]:
+        """The first Ctrl-C asks for a checkpoint and a stop at the next safe point; the second stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._interrupted:
+                raise KeyboardInterrupt
+            self._interrupted = True
+            log.warning("interrupted: stopping after the current event with a checkpoint (Ctrl-C again to stop at once)")
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _safe_point(self) -> None:
+        """Between events: the state is whole. Write a due checkpoint; stop here if interrupted."""
+        self._safe = True
+        if self._interrupted:
+            self.checkpoint()
+            raise KeyboardInterrupt
+        if self._checkpoint_due:
+            self._checkpoint_due = False
+            self.checkpoint()
+
+    def checkpoint(self) -> Any:
+        """Write a checkpoint now (if the loop has a checkpointer); returns its path or None."""
+        if self.checkpointer is None:
+            return None
+        self.last_checkpoint = self.checkpointer.save(self.state_dict(), self.version)
+        self._checkpointed_version = self.version
+        return self.last_checkpoint
+
     def _run_events(self) -> None:
-        idle_wakeups = 0
         while self.stop_reason is None:
-            self._dispatch()
-            if self.stop_reason is not None:
-                break
+            if self._dispatch_pending:
+                self._dispatch()
+                self._dispatch_pending = False
+            self._safe_point()
             arrival = self._arrivals[0][0] if self._arrivals else None
-            wake = self.scheduler.next_wakeup(self.now)
+            wake = self._next_wakeup()
             if arrival is None and wake is None:
+                self._safe = False
+                self._dispatch_pending = True
                 self._flush_or_stop()
                 continue
             if wake is not None and (arrival is None or wake < arrival):
+                self._safe = False
+                self._dispatch_pending = True
                 if self.max_time is not None and wake > self.max_time:
                     self._advance(self.max_time)
                     self._stop("max_time")
                     break
                 self._advance(wake)
-                idle_wakeups = idle_wakeups + 1 if not self._jobs else 0
-                if idle_wakeups > MAX_IDLE_WAKEUPS:
+                self._idle_wakeups = self._idle_wakeups + 1 if not self._jobs else 0
+                if self._idle_wakeups > MAX_IDLE_WAKEUPS:
                     self._stop(f"the scheduler woke {MAX_IDLE_WAKEUPS} times with nothing in flight and dispatched nothing")
                 continue
             if self.max_time is not None and arrival > self.max_time:
+                self._safe = False
                 self._advance(self.max_time)
                 self._stop("max_time")
                 break
-            _, job_id = heapq.heappop(self._arrivals)
+            job = self._jobs[self._arrivals[0][1]]
+            outcome = self._outcome(job)  # may raise (on_client_error=raise) before the state is touched
+            self._safe = False
+            self._dispatch_pending = True
+            heapq.heappop(self._arrivals)
             self._advance(arrival)
-            idle_wakeups = 0
-            self._arrive(self._jobs.pop(job_id))
+            self._idle_wakeups = 0
+            self._arrive(self._jobs.pop(job.job_id), outcome)
+
+    def _next_wakeup(self) -> float | None:
+        """The earlier of the scheduler's timer and the next change of availability."""
+        times = [t for t in (self.scheduler.next_wakeup(self.now), self.availability.next_change(self.now)) if t is not None]
+        return min(times) if times else None
+
+    def _outcome(self, job: Job) -> JobResult | Exception | None:
+        """The job's result, the exception its training raised (re-raised with
+        ``on_client_error=raise``), or None for a job whose client vanished."""
+        if job.job_id in self._dropping:
+            return None
+        try:
+            return self.executor.result(job)
+        except Exception as error:
+            if self.on_client_error == "raise":
+                log.error("job %d (client %d, attempt %d) failed, stopping (on_client_error=raise): %s: %s",
+                          job.job_id, job.client_id, job.attempt, type(error).__name__, error)  # fmt: skip
+                raise
+            return error
 
     def _flush_or_stop(self) -> None:
         """Nothing in flight and nothing to dispatch: aggregate what the buffer holds, or stop."""
@@ -248,40 +379,47 @@ class AsyncFLLoop:
 
     def _run_wall_clock(self) -> None:
         """Handle arrivals as jobs really finish (and their delay, slept for real, is over)."""
-        idle_wakeups = 0
         while self.stop_reason is None:
-            self._dispatch()
-            if self.stop_reason is not None:
-                break
+            if self._dispatch_pending:
+                self._dispatch()
+                self._dispatch_pending = False
+            self._safe_point()
+            self._safe = False
+            self._dispatch_pending = True
             self.now = max(self.now, self.wall_time)
             if self.max_time is not None and self.now >= self.max_time:
                 self._stop("max_time")
                 break
-            wake = self.scheduler.next_wakeup(self.now)
+            wake = self._next_wakeup()
             horizon = min((t for t in (wake, self.max_time) if t is not None), default=None)
             if not self._jobs:
                 if wake is None:
                     self._flush_or_stop()
                     continue
-                idle_wakeups += 1
-                if idle_wakeups > MAX_IDLE_WAKEUPS:
+                self._idle_wakeups += 1
+                if self._idle_wakeups > MAX_IDLE_WAKEUPS:
                     self._stop(f"the scheduler woke {MAX_IDLE_WAKEUPS} times with nothing in flight and dispatched nothing")
                     break
                 time.sleep(max(0.0, horizon - self.wall_time))
                 continue
-            idle_wakeups = 0
-            timeout = 0.5 if horizon is None else max(0.0, min(0.5, horizon - self.wall_time))
-            finished = self.executor.wait(list(self._jobs.values()), timeout)
+            self._idle_wakeups = 0
             now = self.wall_time
-            due = [job for job in finished if job.arrival_time <= now]
+            due = [job for job in self._jobs.values() if job.job_id in self._dropping and job.arrival_time <= now]
             if not due:
-                if finished:  # trained, but its (real) delay is not over yet
-                    until = min(job.arrival_time for job in finished)
-                    time.sleep(max(0.0, min(until, horizon if horizon is not None else until) - now))
-                continue
+                timeout = 0.5 if horizon is None else max(0.0, min(0.5, horizon - now))
+                trained = [job for job in self._jobs.values() if job.job_id not in self._dropping]
+                finished = self.executor.wait(trained, timeout)
+                now = self.wall_time
+                due = [job for job in finished if job.arrival_time <= now]
+                if not due:
+                    if finished:  # trained, but its (real) delay is not over yet
+                        until = min(job.arrival_time for job in finished)
+                        time.sleep(max(0.0, min(until, horizon if horizon is not None else until) - now))
+                    continue
             job = min(due, key=lambda j: (j.arrival_time, j.job_id))
             self._advance(max(self.now, now))
-            self._arrive(self._jobs.pop(job.job_id))
+            outcome = self._outcome(job)
+            self._arrive(self._jobs.pop(job.job_id), outcome)
 
     def _advance(self, t: float) -> None:
         if t < self.now:
@@ -291,7 +429,8 @@ class AsyncFLLoop:
     def _dispatch(self) -> None:
         if self.clock == "wall":
             self.now = max(self.now, self.wall_time)
-        idle = self._idle  # the loop's own sorted list, no copy: schedulers read it (see Scheduler.schedule)
+        # the loop's own sorted list, no copy, when every client is available: schedulers read it (see Scheduler.schedule)
+        idle = self.availability.filter(self._idle, self.now)
         in_flight = sorted(job.client_id for job in self._jobs.values())
         chosen = self.scheduler.schedule(self.now, idle, in_flight, self.version, self.rng)
         for client in chosen:
@@ -306,15 +445,31 @@ class AsyncFLLoop:
             )
             self._next_job += 1
             del self._idle[bisect.bisect_left(self._idle, client)]
-            self._jobs[job.job_id] = job
-            if self.clock == "virtual":
-                heapq.heappush(self._arrivals, (job.arrival_time, job.job_id))
-            snapshot = self._snapshots.setdefault(self.version, [self.global_state, 0])
-            snapshot[1] += 1
-            self.peak_snapshots = max(self.peak_snapshots, len(self._snapshots))
             self.counts["dispatched"] += 1
-            self.executor.submit(job, self.global_state, self.client_states.get(client))
+            self._start(job)
             self._call("on_dispatch", self, job)
+
+    def _start(self, job: Job) -> None:
+        """Put ``job`` in flight: its arrival (or its client's dropout) on the heap, its training on the executor."""
+        self._jobs[job.job_id] = job
+        drop = self.availability.dropout_time(job)
+        if drop is not None:  # the client will vanish: nothing to train, the event is the drop
+            self._dropping.add(job.job_id)
+            if self.clock == "virtual":
+                heapq.heappush(self._arrivals, (drop, job.job_id))
+            else:
+                self._jobs[job.job_id] = job = dataclasses.replace(job, arrival_time=drop)
+            return
+        if self.clock == "virtual":
+            heapq.heappush(self._arrivals, (job.arrival_time, job.job_id))
+        if job.base_version not in self._snapshots:
+            if job.base_version != self.version:
+                raise RuntimeError(f"job {job.job_id} starts from version {job.base_version}, which is no longer held")
+            self._snapshots[job.base_version] = [self.global_state, 0]
+        snapshot = self._snapshots[job.base_version]
+        snapshot[1] += 1
+        self.peak_snapshots = max(self.peak_snapshots, len(self._snapshots))
+        self.executor.submit(job, snapshot[0], self.client_states.get(job.client_id))
 
     def _release(self, job: Job) -> ModelState:
         snapshot = self._snapshots[job.base_version]
@@ -323,23 +478,39 @@ class AsyncFLLoop:
             del self._snapshots[job.base_version]
         return snapshot[0]
 
-    def _arrive(self, job: Job) -> None:
-        bisect.insort(self._idle, job.client_id)
-        self.scheduler.on_arrival(job, self.now)
+    def _arrive(self, job: Job, outcome: JobResult | Exception | None) -> None:
+        if outcome is None:  # the client vanished mid-job
+            self._dropping.discard(job.job_id)
+            self._free(job)
+            self.counts["dropped"] += 1
+            self.availability.on_dropout(job, self.now)
+            log.info("job %d (client %d) dropped out at %.3f", job.job_id, job.client_id, self.now)
+            self._call("on_dropout", self, job)
+            return
+        if isinstance(outcome, Exception):
+            detail = f"{type(outcome).__name__}: {outcome}"
+            if self.on_client_error == "retry" and job.attempt < self.max_retries:
+                retry = dataclasses.replace(job, attempt=job.attempt + 1, dispatch_time=self.now,
+                                            arrival_time=self.now + self.delay.duration(job.client_id, self.delay_rng))  # fmt: skip
+                log.warning("job %d (client %d) failed, retry %d of %d: %s", job.job_id, job.client_id, retry.attempt, self.max_retries, detail)
+                self.counts["retries"] += 1
+                self._call("on_retry", self, job, detail)
+                self._start(retry)  # holds the base version again before the failed attempt lets go of it
+                self._release(job)
+                return
+            self._free(job)
+            base = self._release(job)
+            self.counts["arrived"] += 1
+            self.counts["failed"] += 1
+            log.warning("job %d (client %d) failed: %s", job.job_id, job.client_id, detail)
+            self._call("on_update_rejected", self, job, "failed", detail, None)
+            self._check_budgets()
+            return
+        self._free(job)
         base = self._release(job)
         self.counts["arrived"] += 1
         staleness = self.version - job.base_version
-        try:
-            result = self.executor.result(job)
-        except Exception as error:  # a client's training failed: count, log, go on (or raise)
-            self.counts["failed"] += 1
-            detail = f"{type(error).__name__}: {error}"
-            log.warning("job %d (client %d) failed: %s", job.job_id, job.client_id, detail)
-            self._call("on_update_rejected", self, job, "failed", detail, None)
-            if self.on_client_error == "raise":
-                raise
-            self._check_budgets()
-            return
+        result = outcome
         state = result.state.to(self.global_state.flat.device)  # from a worker on another device or process
         if job.client_id in self.attack.malicious:
             state = self.attack.apply(job, base, state)
@@ -360,6 +531,11 @@ class AsyncFLLoop:
             if self.aggregator.ready(self.buffer):
                 self._aggregate()
         self._check_budgets()
+
+    def _free(self, job: Job) -> None:
+        """The job's client is idle again and the scheduler hears that the job is over."""
+        bisect.insort(self._idle, job.client_id)
+        self.scheduler.on_arrival(job, self.now)
 
     def _check(self, update: ClientUpdate) -> tuple[str, str] | None:
         if update.state.layout != self.global_state.layout:
@@ -383,6 +559,8 @@ class AsyncFLLoop:
         self.global_state = new_state
         self.version += 1
         self.counts["applied"] += len(updates)
+        if self.checkpointer is not None and self.checkpointer.due(self.version, self._checkpointed_version):
+            self._checkpoint_due = True  # written at the next safe point, once this event is whole
         self._call("on_aggregate", self, updates, self.version)
         if self.version % self.eval_every == 0:
             self._evaluate()
@@ -399,6 +577,19 @@ class AsyncFLLoop:
         if self.target_accuracy is not None and accuracy is not None and accuracy >= self.target_accuracy and self.stop_reason is None:
             self._stop("target_accuracy")
 
+    def _check_stop_rules(self) -> None:
+        """Set the stop reason from the stop rules alone (a resumed run may have new ones)."""
+        self.stop_reason = None
+        accuracy = self.history[-1].get("test_accuracy") if self.history and self._last_eval == self.version else None
+        if self.version >= self.max_steps:
+            self._stop("max_steps")
+        elif self.max_updates is not None and self.counts["arrived"] >= self.max_updates:
+            self._stop("max_updates")
+        elif self.max_time is not None and self.now >= self.max_time:
+            self._stop("max_time")
+        elif self.target_accuracy is not None and accuracy is not None and accuracy >= self.target_accuracy:
+            self._stop("target_accuracy")
+
     def _check_budgets(self) -> None:
         if self.max_updates is not None and self.counts["arrived"] >= self.max_updates and self.stop_reason is None:
             self._stop("max_updates")
@@ -411,6 +602,102 @@ class AsyncFLLoop:
         for callback in self.callbacks:
             getattr(callback, hook)(*args)
 
+    # -- checkpoints ---------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The whole run state as tensors and plain values (what a checkpoint holds).
+
+        Model versions are stored once each, by version: the global model, those jobs in
+        flight train from, and those buffered updates started from.
+        """
+        states = {v: snap[0] for v, snap in self._snapshots.items()}
+        for update in self.buffer:
+            states.setdefault(update.base_version, update.base)
+        return {
+            "seed": self.seed,
+            "num_clients": self.num_clients,
+            "layout": ckpt.layout_to_plain(self.global_state.layout),
+            "version": self.version,
+            "now": self.now,
+            "wall_time": self.wall_time,
+            "global": ckpt.model_state_to_plain(self.global_state),
+            "states": {v: ckpt.model_state_to_plain(st) for v, st in sorted(states.items())},
+            "holds": {v: snap[1] for v, snap in sorted(self._snapshots.items())},
+            "jobs": [ckpt.job_to_plain(job) for _, job in sorted(self._jobs.items())],
+            "arrivals": [list(a) for a in self._arrivals],
+            "dropping": sorted(self._dropping),
+            "idle": list(self._idle),
+            "buffer": [
+                {"job": ckpt.job_to_plain(u.job), "state": ckpt.model_state_to_plain(u.state), "num_samples": u.num_samples,
+                 "metrics": dict(u.metrics), "staleness": u.staleness}
+                for u in self.buffer
+            ],  # fmt: skip
+            "client_states": {c: {k: t.detach().cpu() for k, t in st.items()} for c, st in sorted(self.client_states.items())},
+            "rng": ckpt.rng_state(self.rng),
+            "delay_rng": ckpt.rng_state(self.delay_rng),
+            "aggregator": self.aggregator.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "availability": self.availability.state_dict(),
+            "callbacks": {f"{i}:{type(cb).__name__}": cb.state_dict() for i, cb in enumerate(self.callbacks)},
+            "counts": dict(self.counts),
+            "rejected": dict(self.rejected),
+            "history": [dict(row) for row in self.history],
+            "next_job": self._next_job,
+            "last_eval": self._last_eval,
+            "peak_snapshots": self.peak_snapshots,
+            "idle_wakeups": self._idle_wakeups,
+            "dispatch_pending": self._dispatch_pending,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` into this loop (built from the same config, set up, not started)."""
+        if state["seed"] != self.seed or state["num_clients"] != self.num_clients:
+            raise ValueError(
+                f"the checkpoint is of a run with seed {state['seed']} and {state['num_clients']} clients, "
+                f"this loop has seed {self.seed} and {self.num_clients} clients"
+            )
+        layout = ckpt.layout_from_plain(state["layout"])
+        if layout != self.global_state.layout:
+            raise ValueError("the checkpoint's model does not have this model's tensors (names and shapes differ)")
+        device = self.global_state.flat.device
+        self.global_state = ckpt.model_state_from_plain(state["global"], layout, device)
+        self.version, self.now = int(state["version"]), float(state["now"])
+        self._wall_start = time.perf_counter() - float(state["wall_time"])
+        states = {int(v): ckpt.model_state_from_plain(p, layout, device) for v, p in state["states"].items()}
+        states[self.version] = self.global_state  # one object, as in the uninterrupted run
+        self._snapshots = {int(v): [states[int(v)], int(n)] for v, n in state["holds"].items()}
+        self._jobs = {job.job_id: job for job in map(ckpt.job_from_plain, state["jobs"])}
+        self._arrivals = [(float(t), int(j)) for t, j in state["arrivals"]]
+        heapq.heapify(self._arrivals)
+        self._dropping = {int(j) for j in state["dropping"]}
+        self._idle = [int(c) for c in state["idle"]]
+        self.buffer = UpdateBuffer()
+        for item in state["buffer"]:
+            job = ckpt.job_from_plain(item["job"])
+            self.buffer.push(ClientUpdate(
+                job=job, state=ckpt.model_state_from_plain(item["state"], layout, device), base=states[job.base_version],
+                num_samples=int(item["num_samples"]), metrics=dict(item["metrics"]), staleness=int(item["staleness"]),
+            ))  # fmt: skip
+        self.client_states = {int(c): dict(st) for c, st in state["client_states"].items()}
+        ckpt.set_rng_state(self.rng, state["rng"])
+        ckpt.set_rng_state(self.delay_rng, state["delay_rng"])
+        self.aggregator.load_state_dict(state["aggregator"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.availability.load_state_dict(state["availability"])
+        saved = state["callbacks"]
+        for i, cb in enumerate(self.callbacks):
+            key = f"{i}:{type(cb).__name__}"
+            if key in saved:
+                cb.load_state_dict(saved[key])
+        self.counts = Counter(state["counts"])
+        self.rejected = Counter(state["rejected"])
+        self.history = [dict(row) for row in state["history"]]
+        self._next_job, self._last_eval = int(state["next_job"]), int(state["last_eval"])
+        self.peak_snapshots = int(state["peak_snapshots"])
+        self._idle_wakeups = int(state["idle_wakeups"])
+        self._dispatch_pending = bool(state["dispatch_pending"])
+        self._checkpointed_version = self.version
+        self.stop_reason = None
+
     # -- results -------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         """Counts, times and metrics of the run so far, as plain values."""
@@ -418,9 +705,10 @@ class AsyncFLLoop:
         accuracies = [row["test_accuracy"] for row in self.history if "test_accuracy" in row]
         outcome = {
             "applied": self.counts["applied"], "rejected": sum(self.rejected.values()), "failed": self.counts["failed"],
-            "buffered": len(self.buffer), "in_flight": self.in_flight,
+            "dropped": self.counts["dropped"], "buffered": len(self.buffer), "in_flight": self.in_flight,
         }  # fmt: skip
         return {
+            "status": self.status,
             "stop_reason": self.stop_reason,
             "steps": self.version,
             "client_updates": self.counts["arrived"],
@@ -428,6 +716,8 @@ class AsyncFLLoop:
             "accepted": self.counts["accepted"],
             "applied": self.counts["applied"],
             "failed": self.counts["failed"],
+            "retries": self.counts["retries"],
+            "dropped": self.counts["dropped"],
             "attacked": self.counts["attacked"],
             "rejected": dict(sorted(self.rejected.items())),
             "rejected_total": sum(self.rejected.values()),
@@ -442,6 +732,7 @@ class AsyncFLLoop:
             "final_loss": final.get("test_loss"),
             "best_accuracy": max(accuracies) if accuracies else None,
             "peak_snapshots": self.peak_snapshots,
+            "last_checkpoint": None if self.last_checkpoint is None else str(self.last_checkpoint),
             "final_metrics": {k: v for k, v in final.items() if k.startswith("test_")},
         }
 

@@ -24,6 +24,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_asyncfl import seeding
+from lightning_asyncfl.availability import Availability
+from lightning_asyncfl.checkpoint import Checkpointer, find_checkpoint, load_checkpoint
+from lightning_asyncfl.faults import Faults
 from lightning_asyncfl.callbacks import Callback, MetricsCSV, ProgressBar, UpdatesCSV, write_run_figures
 from lightning_asyncfl.data.report import write_partition_report
 from lightning_asyncfl.client import PRECISIONS, Evaluator, TrainerSpec, check_client_settings
@@ -39,8 +42,36 @@ from lightning_asyncfl.state import ModelState
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# ``hydra.run.dir`` follows ``output_dir`` when one is given: ${asyncfl_or:${output_dir},default}
+#: what a resumed run may change: how it runs and when it stops, never what it computes
+RESUME_MAY_CHANGE = (
+    "resume", "progress", "output_dir", "checkpoint", "executor", "callbacks",
+    "server.max_steps", "server.max_updates", "server.max_time", "server.target_accuracy",
+)  # fmt: skip
+
+
+def resume_run_dir(resume: str | None) -> Path | None:
+    """The run directory a ``resume=PATH`` continues: PATH itself, or the run that holds the checkpoint file."""
+    if resume in (None, "", "auto"):
+        return None
+    path = Path(str(resume))
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def _run_dir(output_dir: Any, resume: Any, default: str) -> str:
+    """``hydra.run.dir``: the resumed run's directory, else ``output_dir``, else ``default``."""
+    resumed = resume_run_dir(resume)
+    if resumed is not None:
+        return str(resumed)
+    return default if output_dir in (None, "") else str(output_dir)
+
+
+# ``hydra.run.dir`` follows ``output_dir`` when one is given, and the resumed run with resume=PATH
 OmegaConf.register_new_resolver("asyncfl_or", lambda value, default: default if value in (None, "") else value, replace=True)
+OmegaConf.register_new_resolver("asyncfl_run_dir", _run_dir, replace=True)
+# a resumed run keeps the first session's .hydra/ (its overrides label the run) and writes its own beside it
+OmegaConf.register_new_resolver("asyncfl_hydra_subdir", lambda resume: ".hydra" if resume in (None, "", "auto") else ".hydra-resume", replace=True)
 
 class _Problems:
     """Collects config problems so that all of them are reported together."""
@@ -96,6 +127,9 @@ def _instantiate_logged(key: str, node: DictConfig, **kwargs: Any) -> Any:
 
 def _output_dir(cfg: DictConfig) -> Path:
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    resumed = resume_run_dir(cfg.get("resume"))
+    if resumed is not None:
+        return resumed
     if cfg.get("output_dir"):
         if hydra is not None and hydra.mode == RunMode.MULTIRUN:  # one directory per job, never shared
             return Path(cfg.output_dir) / str(hydra.job.num)
@@ -151,6 +185,18 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     if attack is not None and not isinstance(attack, Attack):
         problems.items.append(f"attack._target_ must be a lightning_asyncfl.attacks.Attack, got {type(attack).__name__}")
         attack = None
+    availability = problems.build("availability", lambda: _instantiate_logged("availability", cfg.availability)) if cfg.get("availability") is not None else Availability()
+    if availability is not None and not isinstance(availability, Availability):
+        problems.items.append(f"availability._target_ must be a lightning_asyncfl.availability.Availability, got {type(availability).__name__}")
+        availability = None
+    faults = problems.build("faults", lambda: _instantiate_logged("faults", cfg.faults)) if cfg.get("faults") is not None else Faults()
+    if faults is not None and not isinstance(faults, Faults):
+        problems.items.append(f"faults._target_ must be a lightning_asyncfl.faults.Faults, got {type(faults).__name__}")
+        faults = None
+    checkpoint = cfg.get("checkpoint") or {}
+    if checkpoint:
+        problems.check("checkpoint", lambda: require(isinstance(checkpoint.get("enabled", True), bool), "enabled", checkpoint.get("enabled"), "true or false"))
+        problems.check("checkpoint", lambda: Checkpointer(".", every_n_steps=checkpoint.get("every_n_steps", 10), keep_last=checkpoint.get("keep_last", 2)))
     callbacks = [
         problems.build(f"callbacks.{name}", lambda node=node, name=name: _instantiate_logged(f"callbacks.{name}", node))
         for name, node in (cfg.get("callbacks") or {}).items()
@@ -164,22 +210,119 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             problems.check(key, lambda: scheduler.setup(len(n)))
         if delay is not None:
             problems.check("delay", lambda: delay.setup(n, seeding.stream(seed, seeding.DELAY)))
-    loop_keys = {k: cfg.server[k] for k in ("max_steps", "max_staleness", "eval_every", "max_updates", "max_time", "target_accuracy", "on_client_error")}
+    loop_keys = {k: cfg.server[k] for k in ("max_steps", "max_staleness", "eval_every", "max_updates", "max_time", "target_accuracy", "on_client_error", "max_retries") if k in cfg.server}
     problems.check("server", lambda: check_loop_settings(**loop_keys))
     problems.check("", lambda: check_loop_settings(max_steps=1, clock=cfg.get("clock", "virtual")))
     problems.raise_if_any()
-    return {"data": data, "model": model, "aggregator": aggregator, "scheduler": scheduler, "delay": delay, "executor": executor, "attack": attack, "algorithm": algorithm, "callbacks": callbacks, "loop_keys": loop_keys}
+    return {
+        "data": data, "model": model, "aggregator": aggregator, "scheduler": scheduler, "delay": delay, "executor": executor,
+        "attack": attack, "availability": availability, "faults": faults, "algorithm": algorithm, "callbacks": callbacks,
+        "loop_keys": loop_keys,
+    }  # fmt: skip
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": value}`` for every leaf of a plain nested dict (lists are leaves)."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _may_change(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE)
+
+
+def _plain(cfg: DictConfig) -> dict[str, Any]:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    return plain
+
+
+def _default_config() -> DictConfig:
+    """The config with no overrides, from the running Hydra app's config search path if there is one."""
+    from hydra import compose as hydra_compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose(config_name="config")
+    return compose()
+
+
+def resume_config(cfg: DictConfig, saved: dict[str, Any], default: DictConfig | None = None) -> DictConfig:
+    """The config of a resumed run: the checkpoint's ``saved`` config, with what ``cfg`` asks to change.
+
+    A value of ``cfg`` that differs from the packaged default (``default``) was asked for.
+    Only the keys of :data:`RESUME_MAY_CHANGE` may differ from the checkpoint (how the run
+    is executed and when it stops); any other one is a :class:`ConfigError` naming it.
+    """
+    current = _plain(cfg)
+    defaults = _leaves(_plain(default if default is not None else _default_config()))
+    given = {k: v for k, v in _leaves(current).items() if k not in defaults or defaults[k] != v}
+    saved_leaves = _leaves(saved)
+    problems = [
+        f"{key}: the checkpoint's run has {saved_leaves.get(key)!r}, this command gives {value!r}; a resumed run keeps "
+        f"its config (only {', '.join(RESUME_MAY_CHANGE)} may change)"
+        for key, value in sorted(given.items())
+        if not _may_change(key) and saved_leaves.get(key) != value
+    ]
+    if problems:
+        raise ConfigError(problems)
+    merged = dict(saved)
+    merged["resume"] = current.get("resume")
+    for top in ("progress", "output_dir", "checkpoint", "executor", "callbacks"):
+        if top in current and (top not in saved or any(k == top or k.startswith(top + ".") for k in given)):
+            merged[top] = current[top]
+    server = dict(merged.get("server", {}))
+    for key in ("max_steps", "max_updates", "max_time", "target_accuracy"):
+        if f"server.{key}" in given:
+            server[key] = current["server"][key]
+    merged["server"] = server
+    return OmegaConf.create(merged)
+
+
+def _load_resume(cfg: DictConfig, out: Path) -> tuple[DictConfig, dict[str, Any] | None]:
+    """The config to run and the checkpoint state to continue from (None: a new run)."""
+    resume = cfg.get("resume")
+    if resume in (None, ""):
+        return cfg, None
+    path = find_checkpoint(out if resume == "auto" else resume)
+    if path is None:
+        if resume == "auto":
+            log.info("resume=auto: no checkpoint in %s, starting the run", out)
+            return cfg, None
+        raise ConfigError([f"resume: no checkpoint at {resume!r}; give a checkpoint file, a run directory with checkpoints/, or auto"])
+    try:
+        state = load_checkpoint(path)
+    except InvalidValue as error:
+        raise ConfigError([str(error)]) from None
+    log.info("Resuming from %s (version %d, virtual time %.3f)", path, state["version"], state["now"])
+    return resume_config(cfg, state["config"]), state
+
+
+def _write_summary(out: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """Write ``summary.json``; the last checkpoint's path is relative to the run directory when inside it."""
+    last = summary.get("last_checkpoint")
+    if last is not None and Path(last).resolve().is_relative_to(out.resolve()):
+        summary = {**summary, "last_checkpoint": str(Path(last).resolve().relative_to(out.resolve()))}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the experiment ``cfg`` (a composed ``conf/config.yaml``); returns the summary dict.
 
     Writes into the output directory: ``partition.csv`` and ``partition.png`` (before
-    training), ``metrics.csv``, ``updates.csv`` (as it goes), ``summary.json``,
-    ``final_model.pt`` and ``accuracy.png``.
+    training), ``metrics.csv``, ``updates.csv`` (as it goes), ``checkpoints/``,
+    ``summary.json``, ``final_model.pt`` and ``accuracy.png``. With ``resume`` set it
+    continues a checkpointed run in that run's directory. On Ctrl-C or an error it still
+    writes ``summary.json`` (``status`` ``interrupted`` or ``failed``) before re-raising.
     """
-    parts = build(cfg)
     out = _output_dir(cfg)
+    cfg, resume = _load_resume(cfg, out)
+    parts = build(cfg)
     out.mkdir(parents=True, exist_ok=True)
     write_partition_report(parts["data"], out)
     seed = int(cfg.seed)
@@ -190,13 +333,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     make_trainer = TrainerSpec(  # picklable: process and Ray workers build their trainers from it
         module=template, train_dataset=data.train_dataset, client_indices=data.client_indices, settings=dict(client),
-        algorithm=parts["algorithm"], augment=data.augment if data.has_augmentation else None,
+        algorithm=parts["algorithm"], augment=data.augment if data.has_augmentation else None, faults=parts["faults"],
     )  # fmt: skip
 
     callbacks: list[Callback] = [MetricsCSV(out / "metrics.csv"), UpdatesCSV(out / "updates.csv")]
     if cfg.get("progress", True):
         callbacks.append(ProgressBar())
     callbacks += parts["callbacks"]
+    checkpointer = None
+    checkpoint = cfg.get("checkpoint") or {}
+    if checkpoint.get("enabled", True):
+        checkpointer = Checkpointer(
+            checkpoint.get("dir") or out / "checkpoints", every_n_steps=checkpoint.get("every_n_steps", 10),
+            keep_last=checkpoint.get("keep_last", 2), meta={"config": _plain(cfg)},
+        )  # fmt: skip
     loop = AsyncFLLoop(
         initial_state=ModelState.from_module(template).to(evaluator.device),  # the global model lives where clients train
         aggregator=parts["aggregator"],
@@ -210,14 +360,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         callbacks=callbacks,
         clock=str(cfg.get("clock", "virtual")),
         attack=parts["attack"],
+        availability=parts["availability"],
+        checkpointer=checkpointer,
         **parts["loop_keys"],
     )
     log.info("Running %r with %d clients (%d training samples), output in %s", loop, loop.num_clients, sum(data.num_samples), out)
-    summary = loop.run()
+    extra = {"seed": seed, "num_clients": loop.num_clients, "output_dir": str(out.resolve())}
+    try:
+        summary = loop.run(resume=resume)
+    except BaseException:
+        _write_summary(out, {**loop.summary(), **extra})
+        log.warning("run %s: summary.json and the last checkpoint (%s) are in %s", loop.status, loop.last_checkpoint, out.resolve())
+        raise
     torch.save(loop.global_state.to("cpu").state_dict(), out / "final_model.pt")
     write_run_figures(out, loop.history, title=f"{type(parts['aggregator']).__name__} on {type(data).__name__}", num_clients=loop.num_clients)
-    summary = {**summary, "seed": seed, "num_clients": loop.num_clients, "output_dir": str(out.resolve())}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary = _write_summary(out, {**summary, **extra})
     accuracy = summary["final_accuracy"]
     log.info(
         "Done: %d versions, %d client updates, virtual time %.1f, wall %.1fs, test accuracy %s. Results in %s",

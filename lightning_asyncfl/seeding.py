@@ -16,6 +16,8 @@ JOB = 2
 MODEL = 3
 DELAY = 4
 ATTACK = 5  # which clients are malicious
+AVAILABILITY = 6  # check-in order, unavailability windows, dropouts
+FAULTS = 7  # injected client faults
 
 
 def stream(seed: int, *key: int) -> np.random.Generator:

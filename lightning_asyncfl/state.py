@@ -152,6 +152,8 @@ class Job:
         seed: seed of the job's own random stream, derived from (run seed, job id).
         dispatch_time: virtual time of dispatch.
         arrival_time: virtual time at which its update reaches the server.
+        attempt: 0 for the first run of the job; 1, 2, ... for its retries after a
+            failure (``server.on_client_error=retry``): same client, base and seed.
     """
 
     job_id: int
@@ -160,6 +162,7 @@ class Job:
     seed: int
     dispatch_time: float
     arrival_time: float
+    attempt: int = 0
 
 
 @dataclass

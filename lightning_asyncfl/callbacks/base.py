@@ -26,6 +26,12 @@ class Callback:
     def on_update_rejected(self, loop: AsyncFLLoop, job: Job, reason: str, detail: str, update: ClientUpdate | None) -> None:
         """Called when an arrived job is not applied: ``reason`` is stale, non_finite, shape or failed."""
 
+    def on_retry(self, loop: AsyncFLLoop, job: Job, detail: str) -> None:
+        """Called when ``job``'s training failed and it is run again (``server.on_client_error=retry``)."""
+
+    def on_dropout(self, loop: AsyncFLLoop, job: Job) -> None:
+        """Called when ``job``'s client vanished before its update arrived (``availability``)."""
+
     def on_aggregate(self, loop: AsyncFLLoop, updates: Sequence[ClientUpdate], version: int) -> None:
         """Called after the aggregator made global ``version`` from ``updates``."""
 

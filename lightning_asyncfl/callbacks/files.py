@@ -15,7 +15,7 @@ from lightning_asyncfl.callbacks.base import Callback
 from lightning_asyncfl.state import ClientUpdate, Job
 
 UPDATE_COLUMNS = [
-    "job_id", "client_id", "base_version", "version", "staleness", "dispatch_time",
+    "job_id", "attempt", "client_id", "base_version", "version", "staleness", "dispatch_time",
     "arrival_time", "num_samples", "status", "detail", "metrics",
 ]  # fmt: skip
 
@@ -25,15 +25,35 @@ class _CSVWriter(Callback):
         self.path = Path(path)
         self._file: IO[str] | None = None
         self._writer: csv.DictWriter | None = None
+        self._columns: list[str] = []
 
     def _write(self, row: dict[str, Any], columns: Sequence[str]) -> None:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("w", newline="")
-            self._writer = csv.DictWriter(self._file, fieldnames=list(columns), extrasaction="ignore")
+            self._columns = list(columns)
+            self._writer = csv.DictWriter(self._file, fieldnames=self._columns, extrasaction="ignore")
             self._writer.writeheader()
         self._writer.writerow(row)
         self._file.flush()
+
+    def state_dict(self) -> dict[str, Any]:
+        """How many bytes of the file belong to the run so far, and its columns."""
+        return {"bytes": self._file.tell() if self._file is not None else 0, "columns": list(self._columns)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the file of a resumed run: drop rows written after the checkpoint, append after them."""
+        size = int(state.get("bytes", 0))
+        if size == 0:
+            return
+        have = self.path.stat().st_size if self.path.exists() else 0
+        if have < size:
+            raise ValueError(f"{self.path} has {have} bytes, the checkpoint's run had written {size}: it was changed or removed")
+        self._file = self.path.open("r+", newline="")
+        self._file.truncate(size)
+        self._file.seek(size)
+        self._columns = list(state["columns"])
+        self._writer = csv.DictWriter(self._file, fieldnames=self._columns, extrasaction="ignore")
 
     def on_run_end(self, loop: Any, summary: dict[str, Any]) -> None:
         if self._file is not None:
@@ -42,7 +62,14 @@ class _CSVWriter(Callback):
 
 
 class UpdatesCSV(_CSVWriter):
-    """``updates.csv``: one row per arrived job, accepted or why not."""
+    """``updates.csv``: one row per arrived job, accepted or why not; failed attempts that
+    are retried (``retried``) and jobs whose client vanished (``dropped``) get rows too."""
+
+    def on_retry(self, loop: Any, job: Job, detail: str) -> None:
+        self._row(loop, job, "retried", detail, None)
+
+    def on_dropout(self, loop: Any, job: Job) -> None:
+        self._row(loop, job, "dropped", "the client vanished before its update arrived", None)
 
     def on_update_received(self, loop: Any, update: ClientUpdate) -> None:
         self._row(loop, update.job, "accepted", "", update)
@@ -53,6 +80,7 @@ class UpdatesCSV(_CSVWriter):
     def _row(self, loop: Any, job: Job, status: str, detail: str, update: ClientUpdate | None) -> None:
         row = {
             "job_id": job.job_id,
+            "attempt": job.attempt,
             "client_id": job.client_id,
             "base_version": job.base_version,
             "version": loop.version,

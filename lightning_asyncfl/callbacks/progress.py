@@ -18,7 +18,7 @@ class ProgressBar(Callback):
         self._accuracy: float | None = None
 
     def on_run_start(self, loop: Any) -> None:
-        self._bar = tqdm(total=loop.max_steps, desc="global versions", unit="v", file=sys.stderr, dynamic_ncols=True, leave=True)
+        self._bar = tqdm(total=loop.max_steps, initial=loop.version, desc="global versions", unit="v", file=sys.stderr, dynamic_ncols=True, leave=True)
 
     def on_aggregate(self, loop: Any, updates: Any, version: int) -> None:
         if self._bar is not None:

@@ -52,6 +52,8 @@ def why_not_batched(trainer: ClientTrainer) -> str | None:
         return f"client algorithm {type(trainer.algorithm).__name__} hooks into each step"
     if trainer.augment is not None:
         return "the dataset has train-time augmentation"
+    if trainer.faults.active:
+        return "faults are injected into client training"
     if str(trainer.precision) not in ("32-true", "32"):
         return "mixed precision"
     if not isinstance(trainer.dataset, _DeviceTensors):
