@@ -540,6 +540,8 @@ class AsyncFLLoop:
     def _check(self, update: ClientUpdate) -> tuple[str, str] | None:
         if update.state.layout != self.global_state.layout:
             return "shape", "the update's tensors do not match the global model's names and shapes"
+        if update.state.flat.dtype != self.global_state.flat.dtype:
+            return "dtype", f"the update's weights are {update.state.flat.dtype}, the global model's {self.global_state.flat.dtype}"
         if not all_finite(update.state.flat):
             return "non_finite", "the update holds NaN or infinite values"
         for name, tensor in update.state.side.items():

@@ -52,7 +52,7 @@ from lightning_asyncfl.aggregators.fedavg import weighted_average
 from lightning_asyncfl.buffer import UpdateBuffer
 from lightning_asyncfl.errors import checking
 from lightning_asyncfl.schedulers.base import Scheduler, require_at_most_clients
-from lightning_asyncfl.state import ClientUpdate, Job, ModelState
+from lightning_asyncfl.state import ClientUpdate, Job, Layout, ModelState
 
 log = logging.getLogger(__name__)
 
@@ -189,12 +189,22 @@ class FedAT(AsyncAggregator, Scheduler):
 
     # -- state ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Tiers, latencies, counts T_tier_m and tier models; rounds in flight are not kept."""
+        """Tiers, latencies, counts T_tier_m, tier models, and the rounds in flight with their held updates."""
         return {
             "tiers": [list(t) for t in self.tiers],
             "latencies": [[c, t] for c, t in sorted(self.latencies.items())],
             "counts": list(self.counts),
             "tier_models": None if self.tier_models is None else torch.stack(self.tier_models).clone(),
+            "profiling": self._profiling,
+            "next_round": self._next_round,
+            "rounds": [[r, tier, sorted(waiting)] for r, (tier, waiting) in sorted(self._rounds.items())],
+            "round_of_client": [[c, r] for c, r in sorted(self._round_of_client.items())],
+            "round_of_job": [[j, r] for j, r in sorted(self._round_of_job.items())],
+            "done": list(self._done),
+            "held": [
+                [r, [{"job": dict(vars(u.job)), "flat": u.state.flat.detach().cpu(), "num_samples": u.num_samples} for u in held]]
+                for r, held in sorted(self._held.items())
+            ],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -206,6 +216,20 @@ class FedAT(AsyncAggregator, Scheduler):
         self.counts = counts
         models = state["tier_models"]
         self.tier_models = None if models is None else list(models.clone().unbind(0))
+        self._profiling = bool(state.get("profiling", False))
+        self._next_round = int(state.get("next_round", 0))
+        self._rounds = {int(r): (int(tier), {int(c) for c in waiting}) for r, tier, waiting in state.get("rounds", [])}
+        self._round_of_client = {int(c): int(r) for c, r in state.get("round_of_client", [])}
+        self._round_of_job = {int(j): int(r) for j, r in state.get("round_of_job", [])}
+        self._done = [int(r) for r in state.get("done", [])]
+        self._held = {int(r): [_held_update(item) for item in items] for r, items in state.get("held", [])}
 
     def __repr__(self) -> str:
         return f"FedAT(num_tiers={self.num_tiers}, clients_per_round={self.clients_per_round})"
+
+
+def _held_update(item: dict[str, Any]) -> ClientUpdate:
+    """A held update back from a checkpoint: FedAT only reads its job, flat weights and sample count."""
+    flat = item["flat"]
+    state = ModelState(flat, Layout.from_tensors({"flat": flat}, num_parameters=1))
+    return ClientUpdate(job=Job(**item["job"]), state=state, base=state, num_samples=int(item["num_samples"]))

@@ -24,7 +24,7 @@ class Callback:
         """Called when an arrived update passed the checks and entered the buffer."""
 
     def on_update_rejected(self, loop: AsyncFLLoop, job: Job, reason: str, detail: str, update: ClientUpdate | None) -> None:
-        """Called when an arrived job is not applied: ``reason`` is stale, non_finite, shape or failed."""
+        """Called when an arrived job is not applied: ``reason`` is stale, non_finite, shape, dtype or failed."""
 
     def on_retry(self, loop: AsyncFLLoop, job: Job, detail: str) -> None:
         """Called when ``job``'s training failed and it is run again (``server.on_client_error=retry``)."""
