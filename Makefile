@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: help run test test-slow bench clean
+.PHONY: help run test test-slow bench docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -14,6 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade "pip>=23" "setuptools>=64"
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,ray,optuna,joblib]"
 	touch $(STAMP)
+
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[docs]"
+	touch $(DOCS_STAMP)
 
 run: $(STAMP)  ## set up .venv and run the default experiment (FedAsync on digits)
 	$(PY) -m lightning_asyncfl $(ARGS)
@@ -27,5 +32,8 @@ test-slow: $(STAMP)  ## run the slow tests too
 bench: $(STAMP)  ## run the benchmarks (executors: speed-up and peak memory), results in benchmarks/results/
 	$(PY) benchmarks/executors.py $(ARGS)
 
-clean:  ## remove the environment and run outputs
-	rm -rf $(VENV) outputs multirun build *.egg-info
+docs: $(DOCS_STAMP)  ## build the documentation site into site/ (mkdocs --strict: any warning fails); open site/index.html
+	$(PY) -m mkdocs build --strict $(ARGS)
+
+clean:  ## remove the environment, run outputs and the built docs
+	rm -rf $(VENV) outputs multirun build site *.egg-info
