@@ -27,7 +27,7 @@ from lightning_asyncfl import seeding
 from lightning_asyncfl.availability import Availability
 from lightning_asyncfl.checkpoint import Checkpointer, find_checkpoint, load_checkpoint
 from lightning_asyncfl.faults import Faults
-from lightning_asyncfl.callbacks import Callback, MetricsCSV, ProgressBar, UpdatesCSV, write_run_figures
+from lightning_asyncfl.callbacks import Callback, LoggerCallback, MetricsCSV, ProgressBar, UpdatesCSV, build_loggers, check_loggers, write_run_figures
 from lightning_asyncfl.data.report import write_partition_report
 from lightning_asyncfl.client import PRECISIONS, Evaluator, TrainerSpec, check_client_settings
 from lightning_asyncfl.errors import ConfigError, InvalidValue, InvalidValues, require, require_choice
@@ -201,6 +201,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         problems.build(f"callbacks.{name}", lambda node=node, name=name: _instantiate_logged(f"callbacks.{name}", node))
         for name, node in (cfg.get("callbacks") or {}).items()
     ]
+    problems.check("logger", lambda: check_loggers(cfg.get("logger")))
     if data is not None:
         n = data.num_samples
         if algorithm is not None:
@@ -340,6 +341,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("progress", True):
         callbacks.append(ProgressBar())
     callbacks += parts["callbacks"]
+    if cfg.get("logger"):  # TensorBoard, W&B, MLflow, ... (conf/logger/); their files go into the run directory
+        callbacks.append(LoggerCallback(build_loggers(cfg.logger, out), hparams=_plain(cfg)))
     checkpointer = None
     checkpoint = cfg.get("checkpoint") or {}
     if checkpoint.get("enabled", True):

@@ -2,7 +2,11 @@
 
 from lightning_asyncfl.callbacks.base import Callback
 from lightning_asyncfl.callbacks.files import MetricsCSV, UpdatesCSV
+from lightning_asyncfl.callbacks.loggers import LoggerCallback, build_loggers, check_loggers
 from lightning_asyncfl.callbacks.plots import plot_accuracy, write_run_figures
 from lightning_asyncfl.callbacks.progress import ProgressBar
 
-__all__ = ["Callback", "MetricsCSV", "ProgressBar", "UpdatesCSV", "plot_accuracy", "write_run_figures"]
+__all__ = [
+    "Callback", "LoggerCallback", "MetricsCSV", "ProgressBar", "UpdatesCSV",
+    "build_loggers", "check_loggers", "plot_accuracy", "write_run_figures",
+]  # fmt: skip
