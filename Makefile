@@ -33,7 +33,7 @@ bench: $(STAMP)  ## run the benchmarks (executors: speed-up and peak memory), re
 	$(PY) benchmarks/executors.py $(ARGS)
 
 docs: $(DOCS_STAMP)  ## build the documentation site into site/ (mkdocs --strict: any warning fails); open site/index.html
-	$(PY) -m mkdocs build --strict $(ARGS)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict $(ARGS)  # no banner about Material's successor
 
 clean:  ## remove the environment, run outputs and the built docs
 	rm -rf $(VENV) outputs multirun build site *.egg-info

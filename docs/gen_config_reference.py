@@ -10,8 +10,8 @@ adds the page ``reference.md`` to the site at every build, and nothing is writte
 The hook also leaves out of the nav the pages that are listed there but not written yet
 (``PENDING_PAGES``), so the nav can name a page another change is still writing.
 
-Keys and defaults come from PyYAML's node tree (the same YAML that OmegaConf reads); the
-comments come from the raw lines, at the line numbers PyYAML gives each key.
+Keys and defaults come from PyYAML's node tree, read with OmegaConf's loader; the comments
+come from the raw lines, at the line numbers PyYAML gives each key.
 ``tests/test_docs.py`` checks the page against ``OmegaConf.load`` of every file.
 """
 
@@ -32,6 +32,13 @@ PAGE = "reference.md"
 PENDING_PAGES = {"sweeps.md", "reliability.md", "loggers.md"}
 
 log = logging.getLogger("mkdocs.hooks.gen_config_reference")
+
+try:  # the YAML loader OmegaConf reads conf/ with (it reads 1e-3 as a float, as Hydra does)
+    from omegaconf._utils import get_yaml_loader
+
+    LOADER = get_yaml_loader()
+except ImportError:  # pragma: no cover
+    LOADER = yaml.SafeLoader
 
 
 @dataclass
@@ -95,7 +102,7 @@ def _comment(lines: list[str], key: yaml.Node, value: yaml.Node, stop: int) -> s
 
 
 def _plain(node: yaml.Node) -> Any:
-    return yaml.safe_load(yaml.serialize(node))
+    return yaml.load(yaml.serialize(node), Loader=LOADER)  # noqa: S506 (OmegaConf's safe loader)
 
 
 def _walk(lines: list[str], node: yaml.MappingNode, prefix: tuple[str, ...], stop: int, option: Option) -> None:
@@ -135,7 +142,7 @@ def parse(file: Path) -> Option:
         end = len(lines)
     package = "" if package == "_global_" else package
     option = Option(file=rel, package=package, header=header)
-    root = yaml.compose(text)
+    root = yaml.compose(text, Loader=LOADER)
     if root is not None:
         _walk(lines, root, (), end, option)
     return option
