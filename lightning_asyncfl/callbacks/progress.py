@@ -27,8 +27,8 @@ class ProgressBar(Callback):
 
     def on_aggregate(self, loop: Any, updates: Any, version: int) -> None:
         if self._bar is not None:
+            self._show(loop, refresh=False)  # before update(), which redraws the bar with it
             self._bar.update(version - self._bar.n)
-            self._show(loop, refresh=False)
 
     def on_evaluate(self, loop: Any, version: int, metrics: dict[str, float]) -> None:
         self._accuracy = metrics.get("test_accuracy", self._accuracy)
