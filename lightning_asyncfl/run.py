@@ -44,7 +44,7 @@ T = TypeVar("T")
 
 #: what a resumed run may change: how it runs and when it stops, never what it computes
 RESUME_MAY_CHANGE = (
-    "resume", "progress", "output_dir", "checkpoint", "executor", "callbacks",
+    "resume", "progress", "output_dir", "checkpoint", "executor", "callbacks", "optimized_metric",
     "server.max_steps", "server.max_updates", "server.max_time", "server.target_accuracy",
 )  # fmt: skip
 

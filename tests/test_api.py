@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 import lightning_asyncfl
 from lightning_asyncfl.api import METRICS, check_optimized_metric, objective
 from lightning_asyncfl.errors import ConfigError
-from lightning_asyncfl.run import compose, run
+from lightning_asyncfl.run import compose, resume_config, run
 from tests.conftest import SMALL
 
 #: summary.json values that are wall-clock measurements or name the run's own directory
@@ -85,3 +86,16 @@ def test_experiment_reports_a_bad_config_before_training(tmp_path):
 
     assert info.value.problems == ["server.aggregator.alpha must be in (0, 1], got 2"]
     assert not (tmp_path / "bad" / "summary.json").exists()
+
+
+def test_a_resumed_run_may_report_another_optimized_metric(tmp_path):
+    # Prepare: the config a checkpoint saved, and a resume that asks for another metric
+    saved = OmegaConf.to_container(compose([*SMALL, f"output_dir={tmp_path}"]), resolve=True)
+    saved.pop("hydra", None)
+    cfg = compose([*SMALL, f"output_dir={tmp_path}", "resume=auto", "optimized_metric=best_accuracy"])
+
+    # Execute
+    merged = resume_config(cfg, saved, default=compose())
+
+    # Assert: what the entry point reports is not what the run computes, so it may change
+    assert merged.server == saved["server"] and merged.seed == saved["seed"]
