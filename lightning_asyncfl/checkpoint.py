@@ -45,7 +45,7 @@ class Checkpointer:
         meta: plain values stored in every checkpoint beside the run state (the run's config).
     """
 
-    def __init__(self, directory: str | Path, *, every_n_steps: int | None = 10, keep_last: int = 2, meta: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, directory: str | Path, *, every_n_steps: int | None = 100, keep_last: int = 2, meta: Mapping[str, Any] | None = None) -> None:
         with checking() as check:
             check(every_n_steps is None or (isinstance(every_n_steps, int) and not isinstance(every_n_steps, bool) and every_n_steps >= 1),
                   "every_n_steps", every_n_steps, "null or an integer >= 1")  # fmt: skip

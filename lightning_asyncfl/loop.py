@@ -266,10 +266,21 @@ class AsyncFLLoop:
                 self.executor.cancel(job)
             self.executor.shutdown()
             self._safe = False
+            if self.status != "running" and self.status != "completed":  # files closed, loggers finalised
+                self._end_quietly()
         self.checkpoint()
         summary = self.summary()
         self._call("on_run_end", self, summary)
         return summary
+
+    def _end_quietly(self) -> None:
+        """``on_run_end`` for a run that is being interrupted or failed: a callback's error is logged, not raised over the first."""
+        summary = self.summary()
+        for callback in self.callbacks:
+            try:
+                callback.on_run_end(self, summary)
+            except Exception:
+                log.exception("%s.on_run_end failed while the run was ending %s", type(callback).__name__, self.status)
 
     @contextlib.contextmanager
     def _sigint_checkpoints(self) -> Iterator[None]:

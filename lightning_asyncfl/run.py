@@ -196,7 +196,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = cfg.get("checkpoint") or {}
     if checkpoint:
         problems.check("checkpoint", lambda: require(isinstance(checkpoint.get("enabled", True), bool), "enabled", checkpoint.get("enabled"), "true or false"))
-        problems.check("checkpoint", lambda: Checkpointer(".", every_n_steps=checkpoint.get("every_n_steps", 10), keep_last=checkpoint.get("keep_last", 2)))
+        problems.check("checkpoint", lambda: Checkpointer(".", every_n_steps=checkpoint.get("every_n_steps", 100), keep_last=checkpoint.get("keep_last", 2)))
     callbacks = [
         problems.build(f"callbacks.{name}", lambda node=node, name=name: _instantiate_logged(f"callbacks.{name}", node))
         for name, node in (cfg.get("callbacks") or {}).items()
@@ -273,7 +273,7 @@ def resume_config(cfg: DictConfig, saved: dict[str, Any], default: DictConfig | 
         raise ConfigError(problems)
     merged = dict(saved)
     merged["resume"] = current.get("resume")
-    for top in ("progress", "output_dir", "checkpoint", "executor", "callbacks"):
+    for top in ("progress", "output_dir", "checkpoint", "executor", "callbacks", "logger", "optimized_metric"):
         if top in current and (top not in saved or any(k == top or k.startswith(top + ".") for k in given)):
             merged[top] = current[top]
     server = dict(merged.get("server", {}))
@@ -347,7 +347,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = cfg.get("checkpoint") or {}
     if checkpoint.get("enabled", True):
         checkpointer = Checkpointer(
-            checkpoint.get("dir") or out / "checkpoints", every_n_steps=checkpoint.get("every_n_steps", 10),
+            checkpoint.get("dir") or out / "checkpoints", every_n_steps=checkpoint.get("every_n_steps", 100),
             keep_last=checkpoint.get("keep_last", 2), meta={"config": _plain(cfg)},
         )  # fmt: skip
     loop = AsyncFLLoop(

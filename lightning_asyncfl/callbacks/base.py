@@ -39,7 +39,7 @@ class Callback:
         """Called after the global model of ``version`` was evaluated."""
 
     def on_run_end(self, loop: AsyncFLLoop, summary: dict[str, Any]) -> None:
-        """Called once at the end with the run's summary."""
+        """Called once at the end with the run's summary, also when it is interrupted or fails (``summary["status"]``)."""
 
     def state_dict(self) -> dict[str, Any]:
         """State to checkpoint (plain values)."""
