@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from lightning_asyncfl.aggregators.base import AsyncAggregator
-from lightning_asyncfl.aggregators.robust import RULES, clip_norms, coordinate_median, multi_krum, trimmed_mean
+from lightning_asyncfl.aggregators.robust import check_robust, robust_combine
 from lightning_asyncfl.aggregators.staleness import make_staleness
 from lightning_asyncfl.errors import checking
 from lightning_asyncfl.state import ClientUpdate, ModelState
@@ -75,12 +75,7 @@ class FedBuff(AsyncAggregator):
         with checking() as check:
             super().__init__(buffer_size=buffer_size)
             check(server_lr > 0, "server_lr", server_lr, "> 0")
-            check(rule in RULES, "rule", rule, "one of: " + ", ".join(RULES))
-            check(0 <= trim < 0.5, "trim", trim, "in [0, 0.5)")
-            check(isinstance(krum_f, int) and krum_f >= 0, "krum_f", krum_f, "an integer >= 0")
-            check(isinstance(krum_m, int) and krum_m >= 1, "krum_m", krum_m, "an integer >= 1")
-            check(rule != "krum" or buffer_size > krum_f + 2, "buffer_size", buffer_size, f"> krum_f + 2 = {krum_f + 2} with rule=krum")
-            check(clip_norm is None or clip_norm > 0, "clip_norm", clip_norm, "null or > 0")
+            check_robust(check, rule=rule, trim=trim, krum_f=krum_f, krum_m=krum_m, clip_norm=clip_norm, buffer_size=buffer_size)
             self.staleness = make_staleness(staleness, a=a, b=b)
         self.server_lr = float(server_lr)
         self.rule, self.trim, self.krum_f, self.krum_m = rule, float(trim), krum_f, krum_m
@@ -92,16 +87,7 @@ class FedBuff(AsyncAggregator):
             flat = fedbuff_step(global_state.flat, [u.delta for u in updates], weights, self.server_lr)
             return global_state.with_flat(flat)
         deltas = torch.stack([u.delta * w for u, w in zip(updates, weights)])
-        if self.clip_norm is not None:
-            deltas = clip_norms(deltas, self.clip_norm)
-        if self.rule == "median":
-            combined = coordinate_median(deltas)
-        elif self.rule == "trimmed_mean":
-            combined = trimmed_mean(deltas, self.trim)
-        elif self.rule == "krum":
-            combined = multi_krum(deltas, self.krum_f, self.krum_m) if len(updates) > self.krum_f + 2 else coordinate_median(deltas)
-        else:
-            combined = deltas.mean(dim=0)
+        combined = robust_combine(deltas, rule=self.rule, trim=self.trim, krum_f=self.krum_f, krum_m=self.krum_m, clip_norm=self.clip_norm)
         return global_state.with_flat(global_state.flat.add(combined, alpha=self.server_lr))
 
     def __repr__(self) -> str:

@@ -20,6 +20,11 @@ algorithm's v_{-1} ≥ τ² allows):
     x_{t+1} = x_t + η m_t / (√v_t + τ)
 
 There is no bias correction, as in the paper (τ and v_{-1} = τ² handle the cold start).
+
+Under attack, Δ_t can instead be a robust combination of the staleness-scaled deltas
+s(τ_i) Δ_i (``rule``: median, trimmed mean, Krum / multi-Krum, optionally after
+``clip_norm``; see :mod:`.robust`); robust rules count clients, so sample weights are not
+used then.
 ``buffer_size`` K: with the round scheduler this is synchronous FedOpt; with the
 concurrency scheduler it is FedBuff's buffer with a server optimizer (``server=fedbuff_adam``).
 The server state (m, v) is created at the first aggregation, on the global model's device.
@@ -35,6 +40,7 @@ import torch
 from torch import Tensor
 
 from lightning_asyncfl.aggregators.base import AsyncAggregator
+from lightning_asyncfl.aggregators.robust import check_robust, robust_combine
 from lightning_asyncfl.aggregators.staleness import make_staleness
 from lightning_asyncfl.errors import checking
 from lightning_asyncfl.state import ClientUpdate, ModelState
@@ -79,19 +85,28 @@ class FedOpt(AsyncAggregator):
         staleness: ``constant``, ``polynomial`` or ``hinge`` (s in the docstring above).
         a: exponent of ``polynomial``, slope of ``hinge``; >= 0.
         b: threshold of ``hinge``; >= 0.
+        rule: Δ_t from the deltas: ``mean`` (the paper), ``median``, ``trimmed_mean`` or ``krum``.
+        trim: β of ``trimmed_mean``, in [0, 0.5).
+        krum_f: f of ``krum`` (K must exceed f + 2).
+        krum_m: m of multi-Krum (1: Krum).
+        clip_norm: scale every delta down to this norm first (null: no clipping).
     """
 
     state_keys: tuple[str, ...] = ()
 
     def __init__(self, *, buffer_size: int = 10, server_lr: float = 1.0, weighted: bool = True,
-                 staleness: str = "constant", a: float = 0.5, b: float = 4.0) -> None:
+                 staleness: str = "constant", a: float = 0.5, b: float = 4.0, rule: str = "mean", trim: float = 0.2,
+                 krum_f: int = 1, krum_m: int = 1, clip_norm: float | None = None) -> None:
         with checking() as check:
             check(isinstance(buffer_size, int) and buffer_size >= 1, "buffer_size", buffer_size, "an integer >= 1")
             check(server_lr > 0, "server_lr", server_lr, "> 0")
+            check_robust(check, rule=rule, trim=trim, krum_f=krum_f, krum_m=krum_m, clip_norm=clip_norm, buffer_size=buffer_size)
             self._check(check)
             self.staleness = make_staleness(staleness, a=a, b=b)  # last: it raises rather than collects
         super().__init__(buffer_size=buffer_size)
         self.server_lr, self.weighted = float(server_lr), bool(weighted)
+        self.rule, self.trim, self.krum_f, self.krum_m = rule, float(trim), krum_f, krum_m
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
         self._state: dict[str, Tensor] = {}
 
     def _check(self, check: Callable[[bool, str, Any, str], None]) -> None:
@@ -109,7 +124,11 @@ class FedOpt(AsyncAggregator):
         x = global_state.flat
         weights = [float(u.num_samples) if self.weighted else 1.0 for u in updates]
         scales = [self.staleness.weight(u.staleness) for u in updates]
-        delta = pseudo_gradient([u.delta.to(x) for u in updates], weights, scales)
+        if self.rule == "mean" and self.clip_norm is None:
+            delta = pseudo_gradient([u.delta.to(x) for u in updates], weights, scales)
+        else:
+            delta = robust_combine(torch.stack([u.delta.to(x) * s for u, s in zip(updates, scales)]), rule=self.rule,
+                                   trim=self.trim, krum_f=self.krum_f, krum_m=self.krum_m, clip_norm=self.clip_norm)  # fmt: skip
         state = {k: t.to(x) for k, t in self._state.items()} or self._initial_state(x)
         bad = {k: tuple(t.shape) for k, t in state.items() if t.shape != x.shape}
         if bad:
@@ -130,8 +149,9 @@ class FedOpt(AsyncAggregator):
         return ""
 
     def __repr__(self) -> str:
+        robust = "" if self.rule == "mean" and self.clip_norm is None else f", rule={self.rule!r}, clip_norm={self.clip_norm}"
         return (f"{type(self).__name__}(buffer_size={self.buffer_size}, server_lr={self.server_lr}{self._extra_repr()}, "
-                f"weighted={self.weighted}, staleness={self.staleness!r})")
+                f"weighted={self.weighted}, staleness={self.staleness!r}{robust})")
 
 
 class FedAvgM(FedOpt):
@@ -144,9 +164,9 @@ class FedAvgM(FedOpt):
     state_keys = ("m",)
 
     def __init__(self, *, buffer_size: int = 10, server_lr: float = 1.0, momentum: float = 0.9, weighted: bool = True,
-                 staleness: str = "constant", a: float = 0.5, b: float = 4.0) -> None:
+                 staleness: str = "constant", a: float = 0.5, b: float = 4.0, **robust: Any) -> None:
         self.momentum = float(momentum)
-        super().__init__(buffer_size=buffer_size, server_lr=server_lr, weighted=weighted, staleness=staleness, a=a, b=b)
+        super().__init__(buffer_size=buffer_size, server_lr=server_lr, weighted=weighted, staleness=staleness, a=a, b=b, **robust)
 
     def _check(self, check: Callable[[bool, str, Any, str], None]) -> None:
         check(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
@@ -173,9 +193,9 @@ class AdaptiveFedOpt(FedOpt):
     state_keys = ("m", "v")
 
     def __init__(self, *, buffer_size: int = 10, server_lr: float = 0.01, beta1: float = 0.9, tau: float = 1e-3,
-                 weighted: bool = True, staleness: str = "constant", a: float = 0.5, b: float = 4.0) -> None:
+                 weighted: bool = True, staleness: str = "constant", a: float = 0.5, b: float = 4.0, **robust: Any) -> None:
         self.beta1, self.tau = float(beta1), float(tau)
-        super().__init__(buffer_size=buffer_size, server_lr=server_lr, weighted=weighted, staleness=staleness, a=a, b=b)
+        super().__init__(buffer_size=buffer_size, server_lr=server_lr, weighted=weighted, staleness=staleness, a=a, b=b, **robust)
 
     def _check(self, check: Callable[[bool, str, Any, str], None]) -> None:
         check(0 <= self.beta1 < 1, "beta1", self.beta1, "in [0, 1)")
@@ -212,10 +232,11 @@ class FedAdam(AdaptiveFedOpt):
     """
 
     def __init__(self, *, buffer_size: int = 10, server_lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.99,
-                 tau: float = 1e-3, weighted: bool = True, staleness: str = "constant", a: float = 0.5, b: float = 4.0) -> None:
+                 tau: float = 1e-3, weighted: bool = True, staleness: str = "constant", a: float = 0.5, b: float = 4.0,
+                 **robust: Any) -> None:
         self.beta2 = float(beta2)
         super().__init__(buffer_size=buffer_size, server_lr=server_lr, beta1=beta1, tau=tau, weighted=weighted,
-                         staleness=staleness, a=a, b=b)
+                         staleness=staleness, a=a, b=b, **robust)
 
     def _check(self, check: Callable[[bool, str, Any, str], None]) -> None:
         super()._check(check)

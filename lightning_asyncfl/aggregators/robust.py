@@ -18,11 +18,40 @@ Each function takes the K buffered deltas stacked as a ``[K, P]`` tensor and ret
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
 RULES = ["mean", "median", "trimmed_mean", "krum"]
+
+
+def check_robust(check: Callable[[bool, str, Any, str], None], *, rule: str, trim: float, krum_f: int, krum_m: int,
+                 clip_norm: float | None, buffer_size: int) -> None:
+    """Check the robust keys of a buffered aggregator with ``check(ok, key, value, allowed)``."""
+    check(rule in RULES, "rule", rule, "one of: " + ", ".join(RULES))
+    check(0 <= trim < 0.5, "trim", trim, "in [0, 0.5)")
+    check(isinstance(krum_f, int) and krum_f >= 0, "krum_f", krum_f, "an integer >= 0")
+    check(isinstance(krum_m, int) and krum_m >= 1, "krum_m", krum_m, "an integer >= 1")
+    check(rule != "krum" or buffer_size > krum_f + 2, "buffer_size", buffer_size, f"> krum_f + 2 = {krum_f + 2} with rule=krum")
+    check(clip_norm is None or clip_norm > 0, "clip_norm", clip_norm, "null or > 0")
+
+
+def robust_combine(deltas: Tensor, *, rule: str, trim: float = 0.2, krum_f: int = 1, krum_m: int = 1, clip_norm: float | None = None) -> Tensor:
+    """The ``[K, P]`` deltas clipped to ``clip_norm`` (if set) and combined by ``rule`` into one ``[P]`` vector.
+
+    A buffer too small for Krum (K <= f + 2, e.g. a flushed partial buffer) takes the median.
+    """
+    if clip_norm is not None:
+        deltas = clip_norms(deltas, clip_norm)
+    if rule == "median":
+        return coordinate_median(deltas)
+    if rule == "trimmed_mean":
+        return trimmed_mean(deltas, trim)
+    if rule == "krum":
+        return multi_krum(deltas, krum_f, krum_m) if deltas.shape[0] > krum_f + 2 else coordinate_median(deltas)
+    return deltas.mean(dim=0)
 
 
 def clip_norms(deltas: Tensor, max_norm: float) -> Tensor:

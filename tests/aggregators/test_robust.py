@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_asyncfl.aggregators import FedBuff
+from lightning_asyncfl.aggregators import FedAdam, FedAvgM, FedBuff
 from lightning_asyncfl.aggregators.robust import clip_norms, coordinate_median, krum_scores, multi_krum, trimmed_mean
 from lightning_asyncfl.attacks import NoiseAttack, ScaleAttack, SignFlipAttack
 from lightning_asyncfl.errors import ConfigError, InvalidValues
@@ -55,9 +55,32 @@ def test_fedbuff_median_rule_steps_by_the_median_of_weighted_deltas():
     assert fedbuff.aggregate(base, updates, 0).flat.tolist() == [1.0, 0.5]  # 0.5 * median
 
 
-def test_fedbuff_rejects_bad_robust_settings_together():
+def test_fedopt_robust_rule_takes_the_median_of_staleness_scaled_deltas_as_its_pseudo_gradient():
+    # Prepare: FedAvgM with no momentum and lr 1 steps by Δ_t itself
+    base = flat_state([0.0, 0.0])
+    updates = [_update(v, base, k, staleness=1) for k, v in enumerate([[1.0, 1.0], [2.0, -1.0], [300.0, 300.0]])]
+    fedavgm = FedAvgM(buffer_size=3, server_lr=1.0, momentum=0.0, staleness="polynomial", a=1.0, rule="median")
+
+    # Execute / Assert: s(1) = 1/2 for polynomial a=1, so Δ_t = median(Δ_i) / 2
+    assert fedavgm.aggregate(base, updates, 0).flat.tolist() == [1.0, 0.5]
+    clipped = FedAvgM(buffer_size=3, server_lr=1.0, momentum=0.0, rule="mean", clip_norm=1.0, staleness="constant")
+    expected = torch.stack([clip_norms(torch.tensor([v]), 1.0)[0] for v in ([1.0, 1.0], [2.0, -1.0], [300.0, 300.0])]).mean(0)
+    assert torch.allclose(clipped.aggregate(base, updates, 0).flat, expected)
+
+
+def test_fedadam_with_median_keeps_the_clean_accuracy_under_a_scaling_attack(make_cfg):
+    args = ["server=fedbuff_adam", "server.max_steps=200", "server.eval_every=100"]
+    clean = run(make_cfg(*args, name="clean"))
+    median = run(make_cfg(*args, "attack=scale", "server.aggregator.rule=median", name="median"))
+
+    assert median["attacked"] > 0
+    assert median["final_accuracy"] >= clean["final_accuracy"] - 0.05
+
+
+@pytest.mark.parametrize("cls", [FedBuff, FedAdam])
+def test_buffered_aggregators_reject_bad_robust_settings_together(cls):
     with pytest.raises(InvalidValues) as error:
-        FedBuff(buffer_size=3, rule="krum", krum_f=1, trim=0.5, clip_norm=0)
+        cls(buffer_size=3, rule="krum", krum_f=1, trim=0.5, clip_norm=0)
     text = str(error.value)
     assert "buffer_size must be > krum_f + 2 = 3 with rule=krum, got 3" in text
     assert "trim must be in [0, 0.5), got 0.5" in text and "clip_norm must be null or > 0, got 0" in text
