@@ -220,7 +220,8 @@ def _option_section(option: Option, default: str | None) -> list[str]:
     if option.nodes:
         out.append("")
     if option.keys:
-        out += ["| key | default | comment |", "|---|---|---|"]
+        overlay = not option.package and group != "."  # an experiment: the values it sets over the others
+        out += [f"| key | {'value it sets' if overlay else 'default'} | comment |", "|---|---|---|"]
         out += [f"| {_code(full_key(option, k.path))} | {_code(render_value(k.default))} | {_cell(k.comment)} |" for k in option.keys]
     else:
         out.append("No keys: the class takes no arguments.")
