@@ -7,9 +7,6 @@ adds the page ``reference.md`` to the site at every build, and nothing is writte
 
     python docs/gen_config_reference.py > reference.md
 
-The hook also leaves out of the nav the pages that are listed there but not written yet
-(``PENDING_PAGES``), so the nav can name a page another change is still writing.
-
 Keys and defaults come from PyYAML's node tree, read with OmegaConf's loader; the comments
 come from the raw lines, at the line numbers PyYAML gives each key.
 ``tests/test_docs.py`` checks the page against ``OmegaConf.load`` of every file.
@@ -17,7 +14,6 @@ come from the raw lines, at the line numbers PyYAML gives each key.
 
 from __future__ import annotations
 
-import logging
 import re
 import sys
 from dataclasses import dataclass, field
@@ -28,10 +24,6 @@ import yaml
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PAGE = "reference.md"
-#: nav pages that other changes are writing: listed in mkdocs.yml's nav, left out until they exist
-PENDING_PAGES = {"sweeps.md", "reliability.md", "loggers.md"}
-
-log = logging.getLogger("mkdocs.hooks.gen_config_reference")
 
 try:  # the YAML loader OmegaConf reads conf/ with (it reads 1e-3 as a float, as Hydra does)
     from omegaconf._utils import get_yaml_loader
@@ -279,29 +271,6 @@ def generate() -> str:
 
 
 # ---- MkDocs hooks -------------------------------------------------------------------
-
-
-def _present(nav: list, pages: set[str]) -> list:
-    """``nav`` without the pending pages that do not exist yet."""
-    kept = []
-    for item in nav:
-        value = next(iter(item.values())) if isinstance(item, dict) else item
-        if isinstance(value, list):
-            value = _present(value, pages)
-            kept.append({next(iter(item)): value} if isinstance(item, dict) else value)
-        elif isinstance(value, str) and value in PENDING_PAGES and value not in pages:
-            log.info("nav: %s is not written yet, left out", value)
-        else:
-            kept.append(item)
-    return kept
-
-
-def on_config(config):  # noqa: ANN001, ANN201 (MkDocs hook)
-    docs = Path(config["docs_dir"])
-    pages = {p.relative_to(docs).as_posix() for p in docs.rglob("*.md")}
-    if config.get("nav"):
-        config["nav"] = _present(config["nav"], pages)
-    return config
 
 
 def on_files(files, config):  # noqa: ANN001, ANN201 (MkDocs hook)
