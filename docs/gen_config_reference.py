@@ -14,7 +14,6 @@ come from the raw lines, at the line numbers PyYAML gives each key.
 
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
