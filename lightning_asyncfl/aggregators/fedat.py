@@ -173,7 +173,7 @@ class FedAT(AsyncAggregator, Scheduler):
             members = sorted(self._held.pop(rnd, []) + by_round.get(rnd, []), key=lambda u: u.job_id)
             if not members:
                 continue
-            average = weighted_average([u.state.flat for u in members], [float(u.num_samples) for u in members])
+            average = weighted_average([u.state.flat.to(flat) for u in members], [float(u.num_samples) for u in members])  # held ones may come from a checkpoint, on the CPU
             if tier == PROFILE:
                 flat, self.tier_models = average, [average] * self.num_tiers
                 continue
