@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from lightning_asyncfl.run import compose, run
+from lightning_asyncfl.run import _leaves, compose, run  # dotted leaves of a plain config, as resume compares them
 from tests.conftest import SMALL
 
 CONF = Path(__file__).parents[1] / "conf"
 PRESETS = sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))
 #: the keys SMALL sets, which the shrunk run does not take from the preset
 SHRUNK = {override.split("=", 1)[0] for override in SMALL}
-
-
-def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(node, dict):
-        return {prefix: node}
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def test_the_paper_presets_are_there():
