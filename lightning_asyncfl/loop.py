@@ -31,15 +31,15 @@ from typing import Any
 
 import torch
 
+from lightning_asyncfl import checkpoint as ckpt
 from lightning_asyncfl import seeding
 from lightning_asyncfl.aggregators.base import AsyncAggregator
-from lightning_asyncfl import checkpoint as ckpt
 from lightning_asyncfl.attacks import Attack
 from lightning_asyncfl.availability import Availability
 from lightning_asyncfl.buffer import UpdateBuffer
 from lightning_asyncfl.callbacks.base import Callback
 from lightning_asyncfl.delays import DelayModel
-from lightning_asyncfl.errors import checking, require_choice
+from lightning_asyncfl.errors import checking
 from lightning_asyncfl.executors.base import Executor, TrainerFactory
 from lightning_asyncfl.schedulers.base import Scheduler
 from lightning_asyncfl.state import ClientUpdate, Job, JobResult, ModelState

@@ -137,7 +137,7 @@ def test_resume_auto_starts_a_new_run_then_continues_it(make_cfg, tmp_path):
     second = run(make_cfg("resume=auto", "server.max_steps=18"))
 
     # Assert
-    reference = run(make_cfg("server.max_steps=18", name="reference"))
+    run(make_cfg("server.max_steps=18", name="reference"))
     assert first["steps"] == 12 and second["steps"] == 18
     assert (tmp_path / "run" / "final_model.pt").read_bytes() == (tmp_path / "reference" / "final_model.pt").read_bytes()
 
