@@ -40,25 +40,18 @@ def _is_int(value: Any) -> bool:
 class Availability:
     """Every client is always available and finishes every job (``availability=always``).
 
-    Subclasses override :meth:`_available` (or :meth:`filter`), :meth:`next_change`,
-    :meth:`dropout_time` and, for state that changes during a run, :meth:`state_dict` /
-    :meth:`load_state_dict`.
+    Subclasses override :meth:`filter`, :meth:`next_change`, :meth:`dropout_time` and, for
+    state that changes during a run, :meth:`state_dict` / :meth:`load_state_dict`.
     """
-
-    restricts = False  # whether filter() may remove clients (the loop skips it otherwise)
 
     def setup(self, num_clients: int, rng: np.random.Generator) -> None:
         """Prepare for ``num_clients`` clients; ``rng`` is the run's availability stream."""
         self.num_clients = int(num_clients)
 
     def filter(self, idle: list[int], now: float) -> list[int]:
-        """The clients of ``idle`` (sorted) available at ``now``, still sorted."""
-        if not self.restricts:
-            return idle
-        return [c for c in idle if self._available(c, now)]
-
-    def _available(self, client: int, now: float) -> bool:
-        return True
+        """The clients of ``idle`` (sorted) available at ``now``, still sorted; ``idle`` itself
+        (no copy) when all are, as here."""
+        return idle
 
     def next_change(self, now: float) -> float | None:
         """The next time after ``now`` at which a client may become available; None: never."""
@@ -102,7 +95,6 @@ class Dropout(Availability):
             check(offline >= 0 and math.isfinite(offline), "offline", offline, "a finite number >= 0")
         self.p, self.offline = float(p), float(offline)
         self._back: dict[int, float] = {}  # client -> time it is available again
-        self.restricts = self.offline > 0
 
     def dropout_time(self, job: Job) -> float | None:
         if self.p == 0:
@@ -145,8 +137,6 @@ class CheckIn(Availability):
         count: clients that join at each check-in (>= 1).
         initial: clients available at time 0 (>= 0; null: ``count``).
     """
-
-    restricts = True
 
     def __init__(self, *, interval: float = 10.0, count: int = 5, initial: int | None = None) -> None:
         with checking() as check:
@@ -195,8 +185,6 @@ class Windows(Availability):
         duration: seconds of each cycle the client is unavailable, in [0, period).
         fraction: share of the clients that have windows, in [0, 1].
     """
-
-    restricts = True
 
     def __init__(self, *, period: float = 100.0, duration: float = 50.0, fraction: float = 1.0) -> None:
         with checking() as check:

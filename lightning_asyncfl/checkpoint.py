@@ -54,7 +54,6 @@ class Checkpointer:
         self.every_n_steps = every_n_steps
         self.keep_last = keep_last
         self.meta = dict(meta or {})
-        self.written: list[Path] = []
 
     def due(self, version: int, last_version: int | None) -> bool:
         """Whether ``version`` is a multiple of ``every_n_steps`` not yet checkpointed."""
@@ -67,9 +66,8 @@ class Checkpointer:
         number = existing[-1][0] + 1 if existing else 0
         path = self.directory / f"checkpoint-{number:05d}-v{version}.ckpt"
         write_atomic(path, {"format": FORMAT, **self.meta, **state})
-        for _, old in list_checkpoints(self.directory)[: -self.keep_last]:
+        for _, old in [*existing, (number, path)][: -self.keep_last]:
             old.unlink(missing_ok=True)
-        self.written.append(path)
         log.info("checkpoint at version %d: %s", version, path)
         return path
 

@@ -16,8 +16,6 @@ and a retried job gets a fresh draw.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
@@ -72,6 +70,3 @@ class Faults:
 
     def __repr__(self) -> str:
         return f"Faults(error_rate={self.error_rate}, nan_rate={self.nan_rate})"
-
-    def _args(self) -> dict[str, Any]:
-        return {"error_rate": self.error_rate, "nan_rate": self.nan_rate}

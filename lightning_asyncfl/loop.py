@@ -328,13 +328,11 @@ class AsyncFLLoop:
             arrival = self._arrivals[0][0] if self._arrivals else None
             wake = self._next_wakeup()
             if arrival is None and wake is None:
-                self._safe = False
-                self._dispatch_pending = True
+                self._begin_event()
                 self._flush_or_stop()
                 continue
             if wake is not None and (arrival is None or wake < arrival):
-                self._safe = False
-                self._dispatch_pending = True
+                self._begin_event()
                 if self.max_time is not None and wake > self.max_time:
                     self._advance(self.max_time)
                     self._stop("max_time")
@@ -345,18 +343,22 @@ class AsyncFLLoop:
                     self._stop(f"the scheduler woke {MAX_IDLE_WAKEUPS} times with nothing in flight and dispatched nothing")
                 continue
             if self.max_time is not None and arrival > self.max_time:
-                self._safe = False
+                self._begin_event()
                 self._advance(self.max_time)
                 self._stop("max_time")
                 break
             job = self._jobs[self._arrivals[0][1]]
             outcome = self._outcome(job)  # may raise (on_client_error=raise) before the state is touched
-            self._safe = False
-            self._dispatch_pending = True
+            self._begin_event()
             heapq.heappop(self._arrivals)
             self._advance(arrival)
             self._idle_wakeups = 0
             self._arrive(self._jobs.pop(job.job_id), outcome)
+
+    def _begin_event(self) -> None:
+        """An event starts changing the state: no checkpoint until the next safe point, and a dispatch after it."""
+        self._safe = False
+        self._dispatch_pending = True
 
     def _next_wakeup(self) -> float | None:
         """The earlier of the scheduler's timer and the next change of availability."""
@@ -395,8 +397,7 @@ class AsyncFLLoop:
                 self._dispatch()
                 self._dispatch_pending = False
             self._safe_point()
-            self._safe = False
-            self._dispatch_pending = True
+            self._begin_event()
             self.now = max(self.now, self.wall_time)
             if self.max_time is not None and self.now >= self.max_time:
                 self._stop("max_time")
@@ -498,28 +499,26 @@ class AsyncFLLoop:
             log.info("job %d (client %d) dropped out at %.3f", job.job_id, job.client_id, self.now)
             self._call("on_dropout", self, job)
             return
+        if isinstance(outcome, Exception) and self.on_client_error == "retry" and job.attempt < self.max_retries:
+            detail = f"{type(outcome).__name__}: {outcome}"
+            retry = dataclasses.replace(job, attempt=job.attempt + 1, dispatch_time=self.now,
+                                        arrival_time=self.now + self.delay.duration(job.client_id, self.delay_rng))  # fmt: skip
+            log.warning("job %d (client %d) failed, retry %d of %d: %s", job.job_id, job.client_id, retry.attempt, self.max_retries, detail)
+            self.counts["retries"] += 1
+            self._call("on_retry", self, job, detail)
+            self._start(retry)  # holds the base version again before the failed attempt lets go of it
+            self._release(job)
+            return
+        self._free(job)
+        base = self._release(job)
+        self.counts["arrived"] += 1
         if isinstance(outcome, Exception):
             detail = f"{type(outcome).__name__}: {outcome}"
-            if self.on_client_error == "retry" and job.attempt < self.max_retries:
-                retry = dataclasses.replace(job, attempt=job.attempt + 1, dispatch_time=self.now,
-                                            arrival_time=self.now + self.delay.duration(job.client_id, self.delay_rng))  # fmt: skip
-                log.warning("job %d (client %d) failed, retry %d of %d: %s", job.job_id, job.client_id, retry.attempt, self.max_retries, detail)
-                self.counts["retries"] += 1
-                self._call("on_retry", self, job, detail)
-                self._start(retry)  # holds the base version again before the failed attempt lets go of it
-                self._release(job)
-                return
-            self._free(job)
-            base = self._release(job)
-            self.counts["arrived"] += 1
             self.counts["failed"] += 1
             log.warning("job %d (client %d) failed: %s", job.job_id, job.client_id, detail)
             self._call("on_update_rejected", self, job, "failed", detail, None)
             self._check_budgets()
             return
-        self._free(job)
-        base = self._release(job)
-        self.counts["arrived"] += 1
         staleness = self.version - job.base_version
         result = outcome
         state = result.state.to(self.global_state.flat.device)  # from a worker on another device or process

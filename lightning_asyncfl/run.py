@@ -44,7 +44,7 @@ T = TypeVar("T")
 
 #: what a resumed run may change: how it runs and when it stops, never what it computes
 RESUME_MAY_CHANGE = (
-    "resume", "progress", "output_dir", "checkpoint", "executor", "callbacks", "optimized_metric",
+    "resume", "progress", "output_dir", "checkpoint", "executor", "callbacks", "logger", "optimized_metric",
     "server.max_steps", "server.max_updates", "server.max_time", "server.target_accuracy",
 )  # fmt: skip
 
@@ -146,6 +146,25 @@ def _seeded(seed: int, make: Callable[[], T]) -> T:
         return make()
 
 
+def _build_optional(problems: _Problems, cfg: DictConfig, key: str, base: type[T]) -> T | None:
+    """The group ``key`` built and checked to be a ``base`` (``base()`` when the group is absent), or None with the problem recorded."""
+    if cfg.get(key) is None:
+        return base()
+    obj = problems.build(key, lambda: _instantiate_logged(key, cfg[key]))
+    if obj is not None and not isinstance(obj, base):
+        problems.items.append(f"{key}._target_ must be a {base.__module__}.{base.__name__}, got {type(obj).__name__}")
+        return None
+    return obj
+
+
+def _checkpointer(checkpoint: Any, directory: Path, meta: dict[str, Any] | None = None) -> Checkpointer:
+    """The ``checkpoint`` config node's Checkpointer; ``checkpoint.dir`` wins over ``directory``."""
+    return Checkpointer(
+        checkpoint.get("dir") or directory, every_n_steps=checkpoint.get("every_n_steps", 100),
+        keep_last=checkpoint.get("keep_last", 2), meta=meta,
+    )  # fmt: skip
+
+
 def build(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate and check every piece of the experiment; raise one ConfigError listing every problem."""
     problems = _Problems()
@@ -181,22 +200,13 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             f"(got {type(aggregator).__name__} with {type(algorithm).__name__}); use server=scaffold"
         )
     executor = problems.build("executor", lambda: _instantiate_logged("executor", cfg.executor))
-    attack = problems.build("attack", lambda: _instantiate_logged("attack", cfg.attack)) if cfg.get("attack") is not None else Attack()
-    if attack is not None and not isinstance(attack, Attack):
-        problems.items.append(f"attack._target_ must be a lightning_asyncfl.attacks.Attack, got {type(attack).__name__}")
-        attack = None
-    availability = problems.build("availability", lambda: _instantiate_logged("availability", cfg.availability)) if cfg.get("availability") is not None else Availability()
-    if availability is not None and not isinstance(availability, Availability):
-        problems.items.append(f"availability._target_ must be a lightning_asyncfl.availability.Availability, got {type(availability).__name__}")
-        availability = None
-    faults = problems.build("faults", lambda: _instantiate_logged("faults", cfg.faults)) if cfg.get("faults") is not None else Faults()
-    if faults is not None and not isinstance(faults, Faults):
-        problems.items.append(f"faults._target_ must be a lightning_asyncfl.faults.Faults, got {type(faults).__name__}")
-        faults = None
+    attack = _build_optional(problems, cfg, "attack", Attack)
+    availability = _build_optional(problems, cfg, "availability", Availability)
+    faults = _build_optional(problems, cfg, "faults", Faults)
     checkpoint = cfg.get("checkpoint") or {}
     if checkpoint:
         problems.check("checkpoint", lambda: require(isinstance(checkpoint.get("enabled", True), bool), "enabled", checkpoint.get("enabled"), "true or false"))
-        problems.check("checkpoint", lambda: Checkpointer(".", every_n_steps=checkpoint.get("every_n_steps", 100), keep_last=checkpoint.get("keep_last", 2)))
+        problems.check("checkpoint", lambda: _checkpointer(checkpoint, Path(".")))
     callbacks = [
         problems.build(f"callbacks.{name}", lambda node=node, name=name: _instantiate_logged(f"callbacks.{name}", node))
         for name, node in (cfg.get("callbacks") or {}).items()
@@ -230,6 +240,14 @@ def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
     for key, value in node.items():
         out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
     return out
+
+
+_ABSENT = object()
+
+
+def _given(key: str, given: dict[str, Any]) -> bool:
+    """Whether the leaves ``given`` set ``key`` or something below it."""
+    return any(k == key or k.startswith(key + ".") for k in given)
 
 
 def _may_change(key: str) -> bool:
@@ -271,17 +289,13 @@ def resume_config(cfg: DictConfig, saved: dict[str, Any], default: DictConfig | 
     ]
     if problems:
         raise ConfigError(problems)
-    merged = dict(saved)
-    merged["resume"] = current.get("resume")
-    for top in ("progress", "output_dir", "checkpoint", "executor", "callbacks", "logger", "optimized_metric"):
-        if top in current and (top not in saved or any(k == top or k.startswith(top + ".") for k in given)):
-            merged[top] = current[top]
-    server = dict(merged.get("server", {}))
-    for key in ("max_steps", "max_updates", "max_time", "target_accuracy"):
-        if f"server.{key}" in given:
-            server[key] = current["server"][key]
-    merged["server"] = server
-    return OmegaConf.create(merged)
+    merged = OmegaConf.create(saved)
+    asked = OmegaConf.create(current)
+    for key in RESUME_MAY_CHANGE:  # taken from this command when asked for, or new since the checkpoint
+        value = OmegaConf.select(asked, key, default=_ABSENT)
+        if value is not _ABSENT and (key == "resume" or _given(key, given) or OmegaConf.select(merged, key, default=_ABSENT) is _ABSENT):
+            OmegaConf.update(merged, key, value, merge=False)
+    return merged
 
 
 def _load_resume(cfg: DictConfig, out: Path) -> tuple[DictConfig, dict[str, Any] | None]:
@@ -346,10 +360,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     checkpointer = None
     checkpoint = cfg.get("checkpoint") or {}
     if checkpoint.get("enabled", True):
-        checkpointer = Checkpointer(
-            checkpoint.get("dir") or out / "checkpoints", every_n_steps=checkpoint.get("every_n_steps", 100),
-            keep_last=checkpoint.get("keep_last", 2), meta={"config": _plain(cfg)},
-        )  # fmt: skip
+        checkpointer = _checkpointer(checkpoint, out / "checkpoints", meta={"config": _plain(cfg)})
     loop = AsyncFLLoop(
         initial_state=ModelState.from_module(template).to(evaluator.device),  # the global model lives where clients train
         aggregator=parts["aggregator"],
