@@ -175,7 +175,7 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
         n = len(train)
         require(self.num_clients <= n, "num_clients", self.num_clients, f"<= the number of training samples ({n})")
         try:
-            parts = self.split(targets, groups)
+            parts = self.split_clients(targets, groups)
         except (InvalidValue, InvalidValues) as error:  # the partition's own keys live under `partition.`
             raise ConfigError([str(p.under("partition")) for p in getattr(error, "problems", [error])]) from error
         self.train_targets = targets
@@ -184,7 +184,7 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
         self.test_dataset = test
         self.train_dataset = train
 
-    def split(self, targets: np.ndarray, groups: np.ndarray | None) -> list[np.ndarray]:
+    def split_clients(self, targets: np.ndarray, groups: np.ndarray | None) -> list[np.ndarray]:
         """The clients' index lists: the partition on the run's partition stream.
 
         A data module whose partition needs more than the labels (a Flower Datasets
