@@ -14,7 +14,8 @@ Columns: ``label_column`` holds the class (integers, a ``ClassLabel``, or string
 are numbered in sorted order); ``feature_column`` the input, read according to ``kind``:
 
 - ``image``: ``datasets.Image`` or nested lists/arrays, ``(H, W)``, ``(H, W, C)`` or
-  ``(C, H, W)`` with ``input_shape`` saying which; uint8 pixels are scaled to [0, 1];
+  ``(C, H, W)`` with ``input_shape`` saying which; integer pixels (0..255) are scaled
+  to [0, 1], floats kept;
   ``normalize`` subtracts the training split's per-channel mean and divides by its std;
 - ``text``: strings, lower-cased and split into words and punctuation; the
   ``vocab_size - 2`` most frequent training tokens are ids 2.., 1 is an unknown word and
@@ -275,7 +276,7 @@ class HuggingFace(FederatedDataModule):
         test_x = self._features(test, kind)
         if kind == "text":
             return tensor_dataset(train_x, train_y, dtype=torch.int64), tensor_dataset(test_x, test_y, dtype=torch.int64), self._groups(train)
-        if kind == "image" and train_x.dtype == np.uint8:
+        if kind == "image" and train_x.dtype.kind in "iub":  # integer pixels are 0..255
             train_x, test_x = train_x.astype(np.float32) / 255.0, test_x.astype(np.float32) / 255.0
         train_x, test_x = train_x.astype(np.float32), test_x.astype(np.float32)
         if kind == "image" and self.normalize and train_x.ndim == 4:
