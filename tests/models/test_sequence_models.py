@@ -191,3 +191,17 @@ def test_why_not_batched_names_recurrent_and_attention_layers():
 
     assert why_not_batched(lstm) == "CharLSTM has LSTM layers, which torch.func.vmap runs one client at a time (no batching rule)"
     assert why_not_batched(transformer) == "Transformer has MultiheadAttention layers, which torch.func.vmap runs one client at a time (no batching rule)"
+
+
+def test_the_system_model_counts_the_lstms_matrix_products():
+    # an LSTM layer's forward is 2 * 4H * (input + H) multiply-adds per step; training counts it about 3 times
+    from lightning_asyncfl.system.flops import training_flops_per_example
+
+    x = _tokens(4, length=10)
+    data = torch.utils.data.TensorDataset(x, torch.zeros(4, dtype=torch.int64))
+    model = CharLSTM(input_shape=[10], num_classes=80, hidden=16)
+
+    flops = training_flops_per_example(model, data, batch_size=4)
+
+    forward = 10 * (2 * 64 * (8 + 16) + 2 * 64 * (16 + 16)) + 2 * 16 * 80
+    assert 2.5 * forward < flops <= 3 * forward
