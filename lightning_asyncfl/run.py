@@ -243,7 +243,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         if system is not None:
             problems.check("system", lambda: system.setup(n, seeding.stream(seed, seeding.DEVICES)))
             if model is not None and system.charges_time and system.flops_per_example is None:
-                flops = problems.build("model", lambda: training_flops_per_example(model, data.train_dataset, int(cfg.client.batch_size)))
+                flops = problems.build("system", lambda: training_flops_per_example(model, data.train_dataset, int(cfg.client.batch_size)))
                 log.info("Counted %.4g training FLOPs per example (forward + backward of training_step)", flops or 0.0)
             else:
                 flops = None

@@ -181,3 +181,26 @@ def test_job_cost_total_is_the_sum_of_its_parts_and_no_devices_charge_only_the_l
     system.setup([10, 20], np.random.default_rng(0))
     cost = system.cost(1, 100, 50, np.random.default_rng(0))
     assert cost == JobCost(latency=0.25, download_bytes=100, upload_bytes=50, examples=20) and cost.total == 0.25
+
+
+def test_a_model_whose_flops_cannot_be_counted_asks_for_flops_per_example(make_cfg, tmp_path):
+    # Prepare: a module whose training_step needs a trainer
+    module = tmp_path / "trainer_bound.py"
+    module.write_text(
+        "from lightning_asyncfl.models import MLP\n"
+        "class NeedsTrainer(MLP):\n"
+        "    def training_step(self, batch, batch_idx):\n"
+        "        return super().training_step(batch, batch_idx) * self.trainer.num_devices\n"
+    )
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        # Execute / Assert: a clear error before training, and the key that fixes it works
+        with pytest.raises(ConfigError) as error:
+            build(make_cfg("model._target_=trainer_bound.NeedsTrainer"))
+        assert "system.flops_per_example" in str(error.value) and "NeedsTrainer" in str(error.value)
+        parts = build(make_cfg("model._target_=trainer_bound.NeedsTrainer", "system.flops_per_example=5000"))
+        assert parts["system"].flops_per_example == 5000
+    finally:
+        sys.path.remove(str(tmp_path))
