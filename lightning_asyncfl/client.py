@@ -426,6 +426,7 @@ class ClientTrainer(_FabricWorker):
                     epoch_values = {key: float(value) for key, value in epoch_logged.items()}
                     view._results.reset()
                     view._logger_connector.reset()
+                    view.current_epoch = epoch + 1  # Lightning counts an epoch once it is complete
                 if hooks:
                     call_hook(module, "on_train_end")
                     call_hook(module, "on_fit_end")
