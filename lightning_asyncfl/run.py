@@ -27,9 +27,9 @@ from lightning_asyncfl import seeding
 from lightning_asyncfl.availability import Availability
 from lightning_asyncfl.checkpoint import Checkpointer, find_checkpoint, load_checkpoint
 from lightning_asyncfl.faults import Faults
-from lightning_asyncfl.callbacks import Callback, LoggerCallback, MetricsCSV, ProgressBar, UpdatesCSV, build_loggers, check_loggers, write_run_figures
+from lightning_asyncfl.callbacks import Callback, ClientMetricsCSV, LoggerCallback, MetricsCSV, ProgressBar, UpdatesCSV, build_loggers, check_loggers, write_run_figures
 from lightning_asyncfl.data.report import write_partition_report
-from lightning_asyncfl.client import PRECISIONS, Evaluator, TrainerSpec, check_client_settings
+from lightning_asyncfl.client import PRECISIONS, Evaluator, TrainerSpec, check_client_settings, check_model
 from lightning_asyncfl.errors import ConfigError, InvalidValue, InvalidValues, require, require_choice
 from lightning_asyncfl.aggregators import Scaffold
 from lightning_asyncfl.attacks import Attack
@@ -173,7 +173,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     problems.check("eval", lambda: require(isinstance(cfg.eval.batch_size, int) and cfg.eval.batch_size >= 1, "batch_size", cfg.eval.batch_size, "an integer >= 1"))
     eval_precision = cfg.eval.get("precision")
     problems.check("eval", lambda: eval_precision is None or require_choice("precision", str(eval_precision), PRECISIONS))
-    problems.check("client", lambda: check_client_settings(**cfg.client))
+    client_ok = problems.check("client", lambda: check_client_settings(**cfg.client))
     partition = problems.build("partition", lambda: _instantiate_logged("partition", cfg.partition))
     data = None
     if partition is not None:
@@ -221,6 +221,11 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             problems.check(key, lambda: scheduler.setup(len(n)))
         if delay is not None:
             problems.check("delay", lambda: delay.setup(n, seeding.stream(seed, seeding.DELAY)))
+    logged: list[str] = []  # what a client job logs: the client metrics' columns
+    if client_ok and data is not None and model is not None and algorithm is not None:
+        problems.check("model", lambda: logged.extend(check_model(
+            model, data.train_dataset, data.client_indices, data.test_dataset, settings=dict(cfg.client), algorithm=algorithm, eval_batch_size=int(cfg.eval.batch_size),
+        )))  # fmt: skip
     loop_keys = {k: cfg.server[k] for k in ("max_steps", "max_staleness", "eval_every", "max_updates", "max_time", "target_accuracy", "on_client_error", "max_retries") if k in cfg.server}
     problems.check("server", lambda: check_loop_settings(**loop_keys))
     problems.check("", lambda: check_loop_settings(max_steps=1, clock=cfg.get("clock", "virtual")))
@@ -228,7 +233,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     return {
         "data": data, "model": model, "aggregator": aggregator, "scheduler": scheduler, "delay": delay, "executor": executor,
         "attack": attack, "availability": availability, "faults": faults, "algorithm": algorithm, "callbacks": callbacks,
-        "loop_keys": loop_keys,
+        "loop_keys": loop_keys, "client_metrics": logged,
     }  # fmt: skip
 
 
@@ -351,7 +356,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         algorithm=parts["algorithm"], augment=data.augment if data.has_augmentation else None, faults=parts["faults"],
     )  # fmt: skip
 
-    callbacks: list[Callback] = [MetricsCSV(out / "metrics.csv"), UpdatesCSV(out / "updates.csv")]
+    logged = parts["client_metrics"]
+    callbacks: list[Callback] = [MetricsCSV(out / "metrics.csv"), UpdatesCSV(out / "updates.csv", logged), ClientMetricsCSV(out / "client_metrics.csv", logged)]
     if cfg.get("progress", True):
         callbacks.append(ProgressBar())
     callbacks += parts["callbacks"]
