@@ -248,15 +248,16 @@ def _check(module, **kwargs):
 @pytest.mark.parametrize(
     "module, kwargs, message",
     [
-        (OwnLoader(), {}, "OwnLoader overrides train_dataloader: a client's data comes from the data config"),
-        (UsesDatamodule(), {}, "UsesDatamodule failed in a trial client job before the run: UnsupportedFeature: UsesDatamodule uses self.trainer.datamodule"),
-        (ReturnsNone(), {}, "ReturnsNone.training_step returned None on every batch of a trial job"),
-        (SilentValidation(), {}, "SilentValidation.validation_step logs nothing"),
-        (Manual(), {"algorithm": FedProx(mu=0.1)}, "client_algorithm FedProx changes each automatic optimization step, but Manual uses manual optimization"),
-        (Manual(), {"settings": {"gradient_clip_val": 1.0}}, "client.gradient_clip_val is set but Manual uses manual optimization"),
+        (OwnLoader, {}, "OwnLoader overrides train_dataloader: a client's data comes from the data config"),
+        (UsesDatamodule, {}, "UsesDatamodule failed in a trial client job before the run: UnsupportedFeature: UsesDatamodule uses self.trainer.datamodule"),
+        (ReturnsNone, {}, "ReturnsNone.training_step returned None on every batch of a trial job"),
+        (SilentValidation, {}, "SilentValidation.validation_step logs nothing"),
+        (Manual, {"algorithm": FedProx(mu=0.1)}, "client_algorithm FedProx changes each automatic optimization step, but Manual uses manual optimization"),
+        (Manual, {"settings": {"gradient_clip_val": 1.0}}, "client.gradient_clip_val is set but Manual uses manual optimization"),
     ],
 )
 def test_what_a_job_cannot_honour_is_refused_before_training_with_what_to_do(module, kwargs, message):
+    module = module()  # built here: importing this file (as Hydra does for MetricMLP) draws no random numbers
     before = ModelState.from_module(module).flat.clone()
 
     with pytest.raises(ConfigError, match=None) as error:
