@@ -308,6 +308,7 @@ class ClientTrainer(_FabricWorker):
         )  # fmt: skip
         module.trainer = self.view  # type: ignore[assignment]
         self._metrics = _has_torchmetrics(module)
+        self._validated = False
         self._batch_idx_arg = is_param_in_hook_signature(module.training_step, "batch_idx", min_args=2)
 
     def job_dataloader(self, job: Job) -> DataLoader:
@@ -324,7 +325,9 @@ class ClientTrainer(_FabricWorker):
             config = _MockOptimizer()
         optimizers, schedulers, monitor = _configure_optimizers(config)
         configs = _configure_schedulers_automatic_opt(schedulers, monitor) if module.automatic_optimization else _configure_schedulers_manual_opt(schedulers)
-        _validate_multiple_optimizers_support(optimizers, module)
+        if not self._validated:  # inspects training_step's signature: once is enough
+            _validate_multiple_optimizers_support(optimizers, module)
+            self._validated = True
         _validate_optimizers_attached(optimizers, configs)
         _validate_scheduler_api(configs, module)
         return optimizers, configs
@@ -584,15 +587,12 @@ class Evaluator(_FabricWorker):
 
     def evaluate(self, state: ModelState, *, limit_batches: int | None = None) -> dict[str, float]:
         """Test metrics of ``state`` (on at most ``limit_batches`` batches if given)."""
-        from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultCollection
-
         self.load(state)
         module, view = self.module, self.view
         module.eval()
         if self._metrics:
             _reset_torchmetrics(module)
-        view.start(0)
-        view._results = _ResultCollection(training=False)
+        view.start_evaluation()
         view.validating = True
         try:
             with torch.inference_mode():
@@ -614,7 +614,6 @@ class Evaluator(_FabricWorker):
                 call_hook(module, "on_validation_end")
         finally:
             view.validating = False
-            view._results = None
             if self._metrics:
                 _reset_torchmetrics(module)
         return {f"test_{key}": float(value) for key, value in logged.items()}
