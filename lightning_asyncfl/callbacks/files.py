@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 UPDATE_COLUMNS = [
     "job_id", "attempt", "client_id", "base_version", "version", "staleness", "dispatch_time",
-    "arrival_time", "num_samples", "status", "detail",
+    "arrival_time", "num_samples", "examples", "download_time", "compute_time", "upload_time",
+    "download_bytes", "upload_bytes", "status", "detail",
 ]  # fmt: skip
 #: prefix of the columns (and logger keys) of what a client job logged with ``self.log``
 CLIENT_PREFIX = "client/"
@@ -103,6 +104,12 @@ class UpdatesCSV(_CSVWriter):
             "dispatch_time": job.dispatch_time,
             "arrival_time": job.arrival_time,
             "num_samples": loop.num_samples[job.client_id],
+            "examples": job.examples,
+            "download_time": job.download_time,
+            "compute_time": job.compute_time,
+            "upload_time": job.upload_time,
+            "download_bytes": job.download_bytes,
+            "upload_bytes": job.upload_bytes,
             "status": status,
             "detail": detail,
         }
