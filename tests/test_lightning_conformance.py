@@ -118,11 +118,11 @@ def _job(seed: int = 5, client: int = 1) -> Job:
     return Job(job_id=0, client_id=client, base_version=0, seed=seed, dispatch_time=0.0, arrival_time=1.0)
 
 
-def both(kind: str = "sgd", *, epochs: int = 2, manual: bool = False, own_clipping: bool = False, **client: object):
+def both(kind: str = "sgd", *, epochs: int = 2, manual: bool = False, own_clipping: bool = False, cls: type = None, **client: object):
     """(client trainer's module and result, Lightning's module) after one job of the same module."""
     train, _, indices = toy_data(num_clients=3, per_client=10)
     torch.manual_seed(0)
-    template = Net(kind, manual, own_clipping)
+    template = (cls or Net)(kind, manual, own_clipping)
     trainer = ClientTrainer(copy.deepcopy(template), train, indices, epochs=epochs, batch_size=4, **client)
     result = trainer.train(_job(), ModelState.from_module(template))
     oracle = copy.deepcopy(template)
@@ -228,3 +228,18 @@ def test_counters_restart_with_every_job():
 
     assert trainer.module.calls[0] == ("on_fit_start", 0, 0)
     assert trainer.module.calls[-1] == ("on_fit_end", 2, 6)
+
+
+class EndsEpochsEarly(Net):
+    """``on_train_batch_start`` returning -1 ends the epoch (Lightning's rule)."""
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self.calls.append(("on_train_batch_start", self.current_epoch, self.global_step))
+        return -1 if batch_idx == 1 else None
+
+
+def test_on_train_batch_start_returning_minus_one_ends_the_epoch_as_in_lightning():
+    ours, result, oracle, lightning = both("rmsprop_dict_epoch", cls=EndsEpochsEarly)
+
+    assert_same_training(ours, result, oracle)
+    assert lightning.global_step == 2  # one step per epoch
