@@ -324,3 +324,27 @@ def test_keep_optimizer_state_resumes_bit_for_bit_and_is_the_same_on_threads(mak
     assert (tmp_path / "short" / "final_model.pt").read_bytes() == (tmp_path / "longer" / "final_model.pt").read_bytes()
     assert (tmp_path / "plain" / "final_model.pt").read_bytes() != (tmp_path / "longer" / "final_model.pt").read_bytes()
     assert longer["steps"] == plain["steps"] == 18
+
+
+class ManualMLP(MLP):
+    """The built-in MLP trained with manual optimization: the same SGD steps as the automatic one."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        opt.zero_grad()
+        loss = F.cross_entropy(self(batch[0]), batch[1])
+        self.log("loss", loss)
+        self.manual_backward(loss)
+        opt.step()
+
+
+def test_a_run_with_manual_optimization_equals_the_automatic_run_and_counts_the_same_flops(make_cfg, tmp_path):
+    automatic = run(make_cfg(name="automatic"))
+    manual = run(make_cfg("model._target_=tests.test_lightning_features.ManualMLP", name="manual"))
+
+    assert (tmp_path / "manual" / "final_model.pt").read_bytes() == (tmp_path / "automatic" / "final_model.pt").read_bytes()
+    assert manual["flops_per_example"] == automatic["flops_per_example"] > 0
