@@ -30,6 +30,8 @@ from lightning.pytorch.trainer.connectors.logger_connector.result import _Result
 from lightning.pytorch.utilities.types import LRSchedulerConfig
 from torch import Tensor
 
+from lightning_asyncfl.client_algorithms.base import ClientAlgorithm
+
 GRADIENT_CLIP_ALGORITHMS = ["norm", "value"]
 
 #: overridable LightningModule methods a client job cannot honour, and what to do instead
@@ -88,7 +90,7 @@ def module_problems(module: L.LightningModule, *, accumulate_grad_batches: int =
                 f"client.accumulate_grad_batches is {accumulate_grad_batches} but {name} uses manual optimization: "
                 "accumulate in training_step by stepping every N batches (as Lightning requires)"
             )
-        if algorithm is not None and type(algorithm).__name__ != "ClientAlgorithm":
+        if algorithm is not None and type(algorithm) is not ClientAlgorithm:
             problems.append(
                 f"client_algorithm {type(algorithm).__name__} changes each automatic optimization step, but {name} uses "
                 "manual optimization; use client_algorithm=none and add the method's terms in training_step"

@@ -225,7 +225,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             problems.check("delay", lambda: delay.setup(n, seeding.stream(seed, seeding.DELAY)))
         if system is not None:
             problems.check("system", lambda: system.setup(n, seeding.stream(seed, seeding.DEVICES)))
-            if model is not None and system.charges_time and system.flops_per_example is None:
+            if model is not None and client_ok and system.charges_time and system.flops_per_example is None:
                 flops = problems.build("model", lambda: training_flops_per_example(model, data.train_dataset, int(cfg.client.batch_size)))
                 log.info("Counted %.4g training FLOPs per example (forward + backward of training_step)", flops or 0.0)
             else:
