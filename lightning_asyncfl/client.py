@@ -20,13 +20,17 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.fabric.loggers import Logger
+from lightning.pytorch.core.optimizer import _configure_optimizers, _configure_schedulers_automatic_opt, _configure_schedulers_manual_opt, _MockOptimizer, _validate_multiple_optimizers_support, _validate_optimizers_attached, _validate_scheduler_api
+from lightning.pytorch.loops.optimization.automatic import ClosureResult
+from lightning.pytorch.loops.optimization.manual import ManualResult
+from lightning.pytorch.utilities.signature_utils import is_param_in_hook_signature
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset, TensorDataset
+from torch.utils.data import DataLoader, Sampler, Subset, TensorDataset
 
 from lightning_asyncfl.client_algorithms.base import ClientAlgorithm, LocalTraining
-from lightning_asyncfl.errors import checking, require_choice
+from lightning_asyncfl.errors import ConfigError, checking, require_choice
 from lightning_asyncfl.faults import Faults
+from lightning_asyncfl.job_trainer import GRADIENT_CLIP_ALGORITHMS, JobTrainer, call_hook, module_problems
 from lightning_asyncfl.state import Job, JobResult, ModelState
 
 
@@ -34,45 +38,21 @@ ACCELERATORS = ["cpu", "cuda", "gpu", "mps", "auto"]
 PRECISIONS = ["32-true", "32", "bf16-mixed", "16-mixed"]  # mixed precision keeps float32 data and weights
 
 
-def check_client_settings(*, epochs: int = 1, batch_size: int = 32, accelerator: str = "cpu", precision: str = "32-true") -> None:
-    """Raise :class:`InvalidValue` for the first client setting outside what is allowed."""
+def check_client_settings(
+    *, epochs: int = 1, batch_size: int = 32, accelerator: str = "cpu", precision: str = "32-true",
+    accumulate_grad_batches: int = 1, gradient_clip_val: float | None = None, gradient_clip_algorithm: str = "norm",
+    keep_optimizer_state: bool = False,
+) -> None:  # fmt: skip
+    """Raise :class:`InvalidValue` (or several) for every client setting outside what is allowed."""
     with checking() as check:
         check(isinstance(epochs, int) and epochs >= 1, "epochs", epochs, "an integer >= 1")
         check(isinstance(batch_size, int) and batch_size >= 1, "batch_size", batch_size, "an integer >= 1")
         check(accelerator in ACCELERATORS, "accelerator", accelerator, "one of: " + ", ".join(ACCELERATORS))
         require_choice("precision", str(precision), PRECISIONS)
-
-
-class MetricsCollector(Logger):
-    """A Fabric logger that keeps what ``self.log`` sent, for the current job only."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sums: dict[str, float] = {}
-        self.weights: dict[str, float] = {}
-        self.weight = 1.0  # weight of the values logged next (batch size in evaluation)
-
-    @property
-    def name(self) -> str:
-        return "lightning_asyncfl"
-
-    @property
-    def version(self) -> int:
-        return 0
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        for key, value in metrics.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(value) * self.weight
-            self.weights[key] = self.weights.get(key, 0.0) + self.weight
-
-    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def pop(self) -> dict[str, float]:
-        """The weighted mean of each logged key since the last pop, and reset."""
-        out = {key: self.sums[key] / self.weights[key] for key in self.sums}
-        self.sums, self.weights = {}, {}
-        return out
+        check(isinstance(accumulate_grad_batches, int) and not isinstance(accumulate_grad_batches, bool) and accumulate_grad_batches >= 1, "accumulate_grad_batches", accumulate_grad_batches, "an integer >= 1")
+        check(gradient_clip_val is None or (isinstance(gradient_clip_val, (int, float)) and not isinstance(gradient_clip_val, bool) and gradient_clip_val >= 0), "gradient_clip_val", gradient_clip_val, "null or a number >= 0")
+        check(gradient_clip_algorithm in GRADIENT_CLIP_ALGORITHMS, "gradient_clip_algorithm", gradient_clip_algorithm, "one of: " + ", ".join(GRADIENT_CLIP_ALGORITHMS))
+        check(isinstance(keep_optimizer_state, bool), "keep_optimizer_state", keep_optimizer_state, "true or false")
 
 
 def _fabric_device(accelerator: str, device: str | None) -> tuple[str, Any]:
@@ -96,13 +76,13 @@ class _FabricWorker:
     """A LightningModule set up with Fabric, its floating state bound to one flat tensor."""
 
     def __init__(self, module: L.LightningModule, *, accelerator: str = "cpu", precision: str = "32-true", device: str | None = None) -> None:
-        self.collector = MetricsCollector()
         self.precision = str(precision)
         accelerator, devices = _fabric_device(accelerator, device)
-        self.fabric = L.Fabric(accelerator=accelerator, devices=devices, precision=precision, loggers=[self.collector])
+        self.fabric = L.Fabric(accelerator=accelerator, devices=devices, precision=precision)
         self.module = module
         self.fabric_module = self.fabric.setup_module(module)
         self.device = self.fabric.device
+        module.fabric = None  # the module runs under a JobTrainer (self.log, self.optimizers(), ...), not Fabric's shim
         state = ModelState.from_module(module)
         self.layout = state.layout
         self.flat = self._bind(state)
@@ -203,29 +183,72 @@ class PackedIndices(Sequence[Tensor]):
         return {"flat": self.flat, "offsets": self.offsets, "_bounds": None}
 
 
-def _optimizer(module: L.LightningModule) -> torch.optim.Optimizer:
-    """The single optimizer ``configure_optimizers()`` returns, in any of Lightning's forms."""
-    config = module.configure_optimizers()
-    if isinstance(config, (list, tuple)) and config:
-        config = config[0]
-        if isinstance(config, (list, tuple)) and config:  # ([optimizers], [schedulers])
-            config = config[0]
-    if isinstance(config, Mapping):
-        config = config["optimizer"]
-    if not isinstance(config, torch.optim.Optimizer):
-        raise TypeError(f"{type(module).__name__}.configure_optimizers() must return an optimizer, got {config!r}")
-    return config
+#: the client-state key under which a client's optimizer and scheduler state travel (client.keep_optimizer_state)
+OPTIMIZER_STATE_KEY = "lightning_asyncfl.optimizer_state"
+
+
+def _reset_torchmetrics(module: nn.Module) -> None:
+    """Reset every ``torchmetrics.Metric`` the module holds: metric state never crosses a job or an evaluation."""
+    from torchmetrics import Metric
+
+    for sub in module.modules():
+        if isinstance(sub, Metric):
+            sub.reset()
+
+
+def _has_torchmetrics(module: nn.Module) -> bool:
+    from torchmetrics import Metric
+
+    return any(isinstance(sub, Metric) for sub in module.modules())
+
+
+def _pack_state(state: Any) -> Tensor:
+    """Optimizer and scheduler ``state_dict``s as one byte tensor (loaded back with ``weights_only=True``)."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+
+
+def _unpack_state(tensor: Tensor) -> Any:
+    import io
+
+    return torch.load(io.BytesIO(tensor.cpu().numpy().tobytes()), weights_only=True)
+
+
+class _EpochOrders(Sampler[int]):
+    """The sample order of each epoch of a job: a fresh permutation of the client's indices per
+    epoch, drawn from the job's generator (what :class:`ClientTrainer` trains on)."""
+
+    def __init__(self, indices: Tensor, seed: int) -> None:
+        self.indices = indices.cpu()
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices[torch.randperm(len(self.indices), generator=self.generator)].tolist())
 
 
 class ClientTrainer(_FabricWorker):
-    """Trains one client job at a time on a reused module.
+    """Trains one client job at a time on a reused module, as ``lightning.Trainer.fit`` would.
+
+    A job is one fit of ``epochs`` epochs on the client's data: ``configure_optimizers``
+    (every form Lightning accepts: an optimizer, lists, dicts with ``lr_scheduler``,
+    ``interval``, ``frequency`` and ``monitor``), the training hooks in Lightning's order,
+    automatic or manual optimization, gradient clipping and accumulation, schedulers stepped
+    per step or epoch, ``self.log`` with Lightning's semantics (``on_step``, ``on_epoch``,
+    ``reduce_fx``, ``torchmetrics`` objects). ``self.trainer`` is a :class:`JobTrainer`;
+    ``current_epoch`` and ``global_step`` count within the job. See docs/models.md.
 
     Args:
         module: the LightningModule (this worker's own instance).
         train_dataset: the shared training set; a ``TensorDataset`` takes the fast path
             (held on the device, index batches, no DataLoader per job).
         client_indices: each client's index list into ``train_dataset``.
-        epochs: local epochs per job.
+        epochs: local epochs per job (Lightning's ``max_epochs``).
         batch_size: local batch size.
         algorithm: the client-side method whose hooks run around local training
             (FedProx, SCAFFOLD); None is plain local training.
@@ -237,6 +260,11 @@ class ClientTrainer(_FabricWorker):
         device: train on this device (``cpu``, ``cuda:1``) instead of the accelerator's
             first one; executors use it to spread workers over several GPUs.
         faults: injected faults (jobs that raise or send NaN), or None for none.
+        accumulate_grad_batches: Lightning's ``accumulate_grad_batches``.
+        gradient_clip_val: Lightning's ``gradient_clip_val`` (None: no clipping).
+        gradient_clip_algorithm: ``norm`` or ``value``.
+        keep_optimizer_state: keep each client's optimizer and scheduler state from one of
+            its jobs to the next (in the client's state, checkpointed); False: fresh per job.
     """
 
     def __init__(
@@ -253,19 +281,59 @@ class ClientTrainer(_FabricWorker):
         augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
         device: str | None = None,
         faults: Faults | None = None,
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
+        keep_optimizer_state: bool = False,
     ) -> None:
-        check_client_settings(epochs=epochs, batch_size=batch_size, accelerator=accelerator, precision=precision)
+        check_client_settings(
+            epochs=epochs, batch_size=batch_size, accelerator=accelerator, precision=precision, accumulate_grad_batches=accumulate_grad_batches,
+            gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm, keep_optimizer_state=keep_optimizer_state,
+        )  # fmt: skip
         super().__init__(module, accelerator=accelerator, precision=str(precision), device=device)
         self.dataset = _on_device(train_dataset, self.device)
         packed = PackedIndices.of(client_indices)
         self.client_indices = packed.to(self.device) if isinstance(self.dataset, _DeviceTensors) else packed
         self.epochs, self.batch_size = epochs, batch_size
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.gradient_clip_val = None if gradient_clip_val is None else float(gradient_clip_val)
+        self.gradient_clip_algorithm = gradient_clip_algorithm
+        self.keep_optimizer_state = keep_optimizer_state
         self.algorithm = algorithm if algorithm is not None else ClientAlgorithm()
         self.augment = augment
         self.faults = faults if faults is not None else Faults()
+        self.view = JobTrainer(
+            module, self.device, epochs=epochs, accumulate_grad_batches=accumulate_grad_batches, gradient_clip_val=self.gradient_clip_val,
+            gradient_clip_algorithm=gradient_clip_algorithm, fabric_precision=self.fabric.strategy.precision,
+        )  # fmt: skip
+        module.trainer = self.view  # type: ignore[assignment]
+        self._metrics = _has_torchmetrics(module)
+        self._validated = False
+        self._batch_idx_arg = is_param_in_hook_signature(module.training_step, "batch_idx", min_args=2)
 
-    def train(self, job: Job, base: ModelState, client_state: Mapping[str, Tensor] | None = None) -> JobResult:
-        """Train ``job`` from ``base``; returns the trained state, the mean logged metrics
+    def job_dataloader(self, job: Job) -> DataLoader:
+        """A DataLoader that yields exactly the batches ``job`` trains on, epoch after epoch
+        (without augmentation): hand it to ``lightning.Trainer.fit`` to reproduce the job."""
+        indices = self.client_indices[job.client_id]
+        return DataLoader(self.dataset if not isinstance(self.dataset, _DeviceTensors) else TensorDataset(*(t.cpu() for t in self.dataset.tensors)), batch_size=self.batch_size, sampler=_EpochOrders(indices, job.seed))
+
+    def _configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[Any]]:
+        """Lightning's own parsing of ``configure_optimizers()`` (every form it accepts)."""
+        module = self.module
+        config = call_hook(module, "configure_optimizers")
+        if config is None:
+            config = _MockOptimizer()
+        optimizers, schedulers, monitor = _configure_optimizers(config)
+        configs = _configure_schedulers_automatic_opt(schedulers, monitor) if module.automatic_optimization else _configure_schedulers_manual_opt(schedulers)
+        if not self._validated:  # inspects training_step's signature: once is enough
+            _validate_multiple_optimizers_support(optimizers, module)
+            self._validated = True
+        _validate_optimizers_attached(optimizers, configs)
+        _validate_scheduler_api(configs, module)
+        return optimizers, configs
+
+    def train(self, job: Job, base: ModelState, client_state: Mapping[str, Tensor] | None = None, *, limit_batches: int | None = None) -> JobResult:
+        """Train ``job`` from ``base``; returns the trained state, the job's logged metrics
         and the client's persistent state after the job.
 
         Args:
@@ -273,41 +341,182 @@ class ClientTrainer(_FabricWorker):
             base: the global model it starts from.
             client_state: the client's persistent tensors from its previous job (None or
                 empty at its first); the input is not modified.
+            limit_batches: train on at most this many batches per epoch (the model check
+                before a run; None: all).
 
         What the client algorithm's ``after_training`` returns is in the state's ``side``.
+        The metrics are what ``self.log`` sent to loggers: a value logged per step is the
+        mean over the job's logged steps, a value logged per epoch (a ``Metric`` object's
+        ``compute()``, or the ``reduce_fx`` of the epoch's values) that of the last epoch.
         """
         self.faults.before_training(job)
         self.load(base)
-        optimizer = self.fabric.setup_optimizers(_optimizer(self.module))
-        own = {k: v.to(self.device) for k, v in (client_state or {}).items()}
-        ctx = LocalTraining(job=job, module=self.module, base=base.to(self.device), flat=self.flat, optimizer=optimizer, client_state=own)
-        generator = torch.Generator().manual_seed(job.seed)
+        module, view = self.module, self.view
         indices = self.client_indices[job.client_id]
-        self.collector.pop()
-        self.module.train()
+        num_batches = -(-len(indices) // self.batch_size)
+        if limit_batches is not None:
+            num_batches = min(num_batches, limit_batches)
+        view.start(num_batches)
+        self.skipped_steps = 0  # training_step returned None (Lightning skips the batch)
+        if self._metrics:
+            _reset_torchmetrics(module)
+        view.automatic = automatic = module.automatic_optimization
+        optimizers, configs = self._configure_optimizers()
+        own = {k: v.to(self.device) for k, v in (client_state or {}).items()}
+        if self.keep_optimizer_state and OPTIMIZER_STATE_KEY in own:
+            saved = _unpack_state(own[OPTIMIZER_STATE_KEY])
+            for optimizer, state in zip(optimizers, saved["optimizers"]):
+                optimizer.load_state_dict(state)
+            for config, state in zip(configs, saved["schedulers"]):
+                config.scheduler.load_state_dict(state)
+        view.lr_scheduler_configs = configs
+        view.wrap_optimizers(optimizers)
+        lightning_optimizers = view.strategy._lightning_optimizers
+        ctx = LocalTraining(job=job, module=module, base=base.to(self.device), flat=self.flat, optimizer=optimizers[0], client_state=own)
+        if not automatic:
+            def count_step() -> None:
+                view.global_step += 1
+            for optimizer in lightning_optimizers:
+                optimizer._on_after_step = count_step
+        generator = torch.Generator().manual_seed(job.seed)
+        step_sums: dict[str, float] = {}
+        step_counts: dict[str, int] = {}
+        epoch_values: dict[str, float] = {}
+        module.train()
+        view.training = True
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices, device_type=self.device.type):
-            _seed_device(self.device, job.seed)  # dropout and other in-model randomness, restored afterwards
-            self.algorithm.before_training(ctx)
-            for _ in range(self.epochs):
-                for batch in _batches(self.dataset, indices, self.batch_size, generator, self.device):
-                    batch = self.fabric.to_device(batch)
-                    if self.augment is not None:
-                        batch = (self.augment(batch[0], generator), *batch[1:])
-                    with self.fabric.autocast():
-                        loss = self.module.training_step(batch, ctx.steps)
-                    if isinstance(loss, Mapping):
-                        loss = loss["loss"]
-                    loss = self.algorithm.on_loss(ctx, loss)
-                    optimizer.zero_grad(set_to_none=True)
-                    self.fabric.backward(loss)
-                    optimizer.step()
-                    ctx.steps += 1
-                    self.algorithm.after_optimizer_step(ctx)
-            side = self.algorithm.after_training(ctx)
+        try:
+            with torch.random.fork_rng(devices=devices, device_type=self.device.type):
+                _seed_device(self.device, job.seed)  # dropout and other in-model randomness, restored afterwards
+                self.algorithm.before_training(ctx)
+                hooks = num_batches > 0  # a client without data: no fit at all (Lightning skips a fit with no batches)
+                if hooks:
+                    call_hook(module, "on_fit_start")
+                    call_hook(module, "on_train_start")
+                for epoch in range(self.epochs if hooks else 0):
+                    view.current_epoch = epoch
+                    call_hook(module, "on_train_epoch_start")
+                    for batch_idx, batch in enumerate(_batches(self.dataset, indices, self.batch_size, generator, self.device)):
+                        if batch_idx >= num_batches:
+                            break
+                        batch = self.fabric.to_device(batch)
+                        if self.augment is not None:
+                            batch = (self.augment(batch[0], generator), *batch[1:])
+                        last = batch_idx + 1 == num_batches
+                        view._logger_connector.on_batch_start(view._results, batch)
+                        if call_hook(module, "on_train_batch_start", batch, batch_idx) == -1:
+                            self._step_schedulers("step", False, batch_idx, accumulating=False)
+                            self._step_schedulers("epoch", False, batch_idx, accumulating=False)
+                            break
+                        accumulating = automatic and (batch_idx + 1) % self.accumulate_grad_batches != 0 and not last
+                        if automatic:
+                            output = self._automatic_step(batch, batch_idx, lightning_optimizers[0], accumulating, ctx)
+                        else:
+                            output = self._manual_step(batch, batch_idx)
+                        self._step_schedulers("step", False, batch_idx, accumulating)
+                        if last:
+                            self._step_schedulers("epoch", False, batch_idx, accumulating)
+                        call_hook(module, "on_train_batch_end", output, batch, batch_idx)
+                        logged = view.batch_metrics()
+                        if not accumulating:
+                            for key, value in logged.items():
+                                step_sums[key] = step_sums.get(key, 0.0) + float(value)
+                                step_counts[key] = step_counts.get(key, 0) + 1
+                        self._step_schedulers("step", True, batch_idx, accumulating)
+                    view._logger_connector._first_loop_iter = None
+                    call_hook(module, "on_train_epoch_end")
+                    epoch_logged = view.epoch_metrics()
+                    self._step_schedulers("epoch", True, batch_idx, accumulating=False)
+                    epoch_values = {key: float(value) for key, value in epoch_logged.items()}
+                    view._results.reset()
+                    view._logger_connector.reset()
+                    view.current_epoch = epoch + 1  # Lightning counts an epoch once it is complete
+                if hooks:
+                    call_hook(module, "on_train_end")
+                    call_hook(module, "on_fit_end")
+                side = self.algorithm.after_training(ctx)
+        finally:
+            view.training = False
+            if self._metrics:
+                _reset_torchmetrics(module)
+        if self.keep_optimizer_state:
+            ctx.client_state[OPTIMIZER_STATE_KEY] = _pack_state(
+                {"optimizers": [o.state_dict() for o in optimizers], "schedulers": [c.scheduler.state_dict() for c in configs]}
+            )
+        metrics = {key: total / step_counts[key] for key, total in step_sums.items()}
+        metrics.update(epoch_values)
         state = self.read()
-        result = JobResult(state.with_side(**side) if side else state, self.collector.pop(), ctx.client_state)
+        result = JobResult(state.with_side(**side) if side else state, metrics, ctx.client_state)
         return self.faults.after_training(job, result)
+
+    def _training_step(self, batch: Any, batch_idx: int) -> Any:
+        with self.fabric.autocast():
+            if self._batch_idx_arg:
+                return call_hook(self.module, "training_step", batch, batch_idx)
+            return call_hook(self.module, "training_step", batch)
+
+    def _automatic_step(self, batch: Any, batch_idx: int, optimizer: Any, accumulating: bool, ctx: LocalTraining) -> dict[str, Any]:
+        """One batch of Lightning's automatic optimization: the closure (training_step,
+        zero_grad at the start of an accumulation window, backward) and, unless accumulating,
+        ``optimizer_step``."""
+        module, view = self.module, self.view
+        results: list[ClosureResult] = []
+
+        def closure() -> Tensor | None:
+            result = ClosureResult.from_training_step_output(self._training_step(batch, batch_idx), 1)
+            loss = result.closure_loss
+            if loss is not None:
+                loss = self.algorithm.on_loss(ctx, loss)
+                if self.accumulate_grad_batches > 1:
+                    loss = loss / self.accumulate_grad_batches
+                result.closure_loss = loss
+            results.append(result)
+            if loss is None:
+                self.skipped_steps += 1
+            if batch_idx % self.accumulate_grad_batches == 0:
+                call_hook(module, "on_before_zero_grad", optimizer)
+                call_hook(module, "optimizer_zero_grad", view.current_epoch, batch_idx, optimizer)
+            if loss is not None:
+                view.backward(loss)
+            return loss
+
+        if accumulating:
+            closure()
+        else:
+            call_hook(module, "optimizer_step", view.current_epoch, batch_idx, optimizer, closure)
+            view.global_step += 1
+            ctx.steps += 1
+            self.algorithm.after_optimizer_step(ctx)
+        if not results:
+            raise RuntimeError(f"{type(module).__name__}.optimizer_step did not call optimizer.step(closure=optimizer_closure); Lightning runs training_step inside that closure")
+        result = results[-1]
+        return {} if result.loss is None else result.asdict()
+
+    def _manual_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        return ManualResult.from_training_step_output(self._training_step(batch, batch_idx)).asdict()
+
+    def _step_schedulers(self, interval: str, plateau: bool, batch_idx: int, accumulating: bool) -> None:
+        """Lightning's ``_update_learning_rates``: the schedulers of ``interval`` due now (automatic optimization only)."""
+        view = self.view
+        if not view.lr_scheduler_configs or not view.automatic or (interval == "step" and accumulating):
+            return
+        for config in view.lr_scheduler_configs:
+            if plateau ^ config.reduce_on_plateau:
+                continue
+            index = (batch_idx if interval == "step" else view.current_epoch) + 1
+            if config.interval != interval or index % config.frequency != 0:
+                continue
+            monitor = None
+            if config.reduce_on_plateau:
+                monitor = view.callback_metrics.get(config.monitor)
+                if monitor is None:
+                    if config.strict:
+                        raise RuntimeError(
+                            f"ReduceLROnPlateau of {type(self.module).__name__} monitors {config.monitor!r}, which was not logged; "
+                            f"logged: {sorted(view.callback_metrics)}. Log it with self.log({config.monitor!r}, ...) or set 'strict': False"
+                        )
+                    continue
+            call_hook(self.module, "lr_scheduler_step", config.scheduler, monitor)
 
 
 @dataclass
@@ -350,8 +559,13 @@ class TrainerSpec:
 class Evaluator(_FabricWorker):
     """Evaluates a global model with the module's ``validation_step`` on the test set.
 
-    Returns the sample-weighted mean of every value ``validation_step`` logs, prefixed
-    with ``test_`` (the built-in models log ``loss`` and ``accuracy``).
+    Runs Lightning's validation epoch (``on_validation_start``, ``on_validation_epoch_start``,
+    the batch hooks around ``validation_step``, ``on_validation_epoch_end``,
+    ``on_validation_end``) and returns what ``self.log`` sent, reduced over the epoch as
+    Lightning does (a sample-weighted mean by default, a ``Metric`` object's ``compute()``),
+    prefixed with ``test_`` (the built-in models log ``loss`` and ``accuracy``). Every
+    ``torchmetrics`` metric of the module is reset before and after, so no state crosses
+    evaluations or client jobs.
     """
 
     def __init__(
@@ -367,20 +581,103 @@ class Evaluator(_FabricWorker):
         self.dataset = _on_device(test_dataset, self.device)
         self.indices = torch.arange(len(test_dataset), device=self.device if isinstance(self.dataset, _DeviceTensors) else None)
         self.batch_size = batch_size
+        self.view = JobTrainer(module, self.device)
+        module.trainer = self.view  # type: ignore[assignment]
+        self._metrics = _has_torchmetrics(module)
 
-    def evaluate(self, state: ModelState) -> dict[str, float]:
-        """Test metrics of ``state``."""
+    def evaluate(self, state: ModelState, *, limit_batches: int | None = None) -> dict[str, float]:
+        """Test metrics of ``state`` (on at most ``limit_batches`` batches if given)."""
         self.load(state)
-        self.module.eval()
-        self.collector.pop()
-        with torch.inference_mode():
-            for i, batch in enumerate(_batches(self.dataset, self.indices, self.batch_size, None, self.device)):
-                batch = self.fabric.to_device(batch)
-                self.collector.weight = float(len(batch[0]))
-                with self.fabric.autocast():
-                    self.module.validation_step(batch, i)
-        self.collector.weight = 1.0
-        return {f"test_{key}": value for key, value in self.collector.pop().items()}
+        module, view = self.module, self.view
+        module.eval()
+        if self._metrics:
+            _reset_torchmetrics(module)
+        view.start_evaluation()
+        view.validating = True
+        try:
+            with torch.inference_mode():
+                call_hook(module, "on_validation_start")
+                call_hook(module, "on_validation_epoch_start")
+                for i, batch in enumerate(_batches(self.dataset, self.indices, self.batch_size, None, self.device)):
+                    if limit_batches is not None and i >= limit_batches:
+                        break
+                    batch = self.fabric.to_device(batch)
+                    view._logger_connector.on_batch_start(view._results, batch)
+                    call_hook(module, "on_validation_batch_start", batch, i)
+                    with self.fabric.autocast():
+                        output = call_hook(module, "validation_step", batch, i)
+                    call_hook(module, "on_validation_batch_end", output, batch, i)
+                    view.batch_metrics()
+                view._logger_connector._first_loop_iter = None
+                call_hook(module, "on_validation_epoch_end")
+                logged = view.epoch_metrics()
+                call_hook(module, "on_validation_end")
+        finally:
+            view.validating = False
+            if self._metrics:
+                _reset_torchmetrics(module)
+        return {f"test_{key}": float(value) for key, value in logged.items()}
+
+
+def check_model(
+    module: L.LightningModule, train_dataset: Any, client_indices: Sequence[Tensor], test_dataset: Any, *,
+    settings: Mapping[str, Any], algorithm: ClientAlgorithm | None = None, eval_batch_size: int = 1024, trial_batches: int = 2,
+) -> list[str]:  # fmt: skip
+    """Check, before a run, that ``module`` can train in client jobs and be evaluated.
+
+    First what it overrides or asks for that a client job cannot honour (see
+    :func:`lightning_asyncfl.job_trainer.module_problems`), then a trial: one job of
+    ``trial_batches`` batches on a copy of the module (the first client with data) and an
+    evaluation of ``trial_batches`` test batches, so that an error in a hook, a
+    ``self.trainer`` attribute a job does not have, a ``training_step`` that returns None
+    or a ``validation_step`` that logs nothing is reported before any training. Nothing
+    of the module, the global random state or the data changes.
+
+    Returns:
+        the names the trial job logged (the columns of the update metrics).
+
+    Raises:
+        ConfigError: every problem found, each naming the module, the feature and what to do.
+    """
+    name = type(module).__name__
+    settings = dict(settings)
+    problems = module_problems(
+        module, accumulate_grad_batches=int(settings.get("accumulate_grad_batches", 1)),
+        gradient_clip_val=settings.get("gradient_clip_val"), algorithm=algorithm,
+    )  # fmt: skip
+    if problems:
+        raise ConfigError(problems)
+    packed = PackedIndices.of(client_indices)
+    client = next((k for k in range(len(packed)) if len(packed[k]) > 0), None)
+    logged: list[str] = []
+    with torch.random.fork_rng(devices=[]):
+        if client is not None:
+            job = Job(job_id=-1, client_id=client, base_version=0, seed=0, dispatch_time=0.0, arrival_time=0.0)
+            try:
+                trainer = ClientTrainer(copy.deepcopy(module), train_dataset, packed, **settings)
+                result = trainer.train(job, ModelState.from_module(module), limit_batches=trial_batches)
+            except Exception as error:
+                raise ConfigError([f"{name} failed in a trial client job before the run: {type(error).__name__}: {error}"]) from error
+            if module.automatic_optimization and trainer.skipped_steps == trainer.view.num_training_batches:
+                problems.append(
+                    f"{name}.training_step returned None on every batch of a trial job: with automatic optimization it must "
+                    "return the loss (a Tensor, or a dict with 'loss'); None skips the batch"
+                )
+            logged = sorted(result.metrics)
+        try:
+            metrics = Evaluator(copy.deepcopy(module), test_dataset, batch_size=eval_batch_size, accelerator=settings.get("accelerator", "cpu")).evaluate(
+                ModelState.from_module(module), limit_batches=trial_batches
+            )
+        except Exception as error:
+            raise ConfigError([f"{name} failed in a trial evaluation before the run: {type(error).__name__}: {error}"]) from error
+        if not metrics:
+            problems.append(
+                f"{name}.validation_step logs nothing: the run evaluates the global model with validation_step and reports what it "
+                "logs as test_* (e.g. self.log('loss', loss); self.log('accuracy', acc) for the accuracy curve and server.target_accuracy)"
+            )
+    if problems:
+        raise ConfigError(problems)
+    return logged
 
 
 def _seed_device(device: torch.device, seed: int) -> None:

@@ -28,9 +28,9 @@ from lightning_asyncfl import seeding
 from lightning_asyncfl.availability import Availability
 from lightning_asyncfl.checkpoint import Checkpointer, find_checkpoint, load_checkpoint
 from lightning_asyncfl.faults import Faults
-from lightning_asyncfl.callbacks import Callback, LoggerCallback, MetricsCSV, ProgressBar, UpdatesCSV, build_loggers, check_loggers, write_run_figures
+from lightning_asyncfl.callbacks import Callback, ClientMetricsCSV, LoggerCallback, MetricsCSV, ProgressBar, UpdatesCSV, build_loggers, check_loggers, write_run_figures
 from lightning_asyncfl.data.report import write_partition_report
-from lightning_asyncfl.client import PRECISIONS, Evaluator, TrainerSpec, check_client_settings
+from lightning_asyncfl.client import PRECISIONS, Evaluator, TrainerSpec, check_client_settings, check_model
 from lightning_asyncfl.errors import ConfigError, InvalidValue, InvalidValues, require, require_choice
 from lightning_asyncfl.aggregators import Scaffold
 from lightning_asyncfl.attacks import Attack
@@ -191,7 +191,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     problems.check("eval", lambda: require(isinstance(cfg.eval.batch_size, int) and cfg.eval.batch_size >= 1, "batch_size", cfg.eval.batch_size, "an integer >= 1"))
     eval_precision = cfg.eval.get("precision")
     problems.check("eval", lambda: eval_precision is None or require_choice("precision", str(eval_precision), PRECISIONS))
-    problems.check("client", lambda: check_client_settings(**cfg.client))
+    client_ok = problems.check("client", lambda: check_client_settings(**cfg.client))
     partition = problems.build("partition", lambda: _instantiate_logged("partition", cfg.partition))
     data = None
     if partition is not None:
@@ -242,7 +242,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             problems.check("delay", lambda: delay.setup(n, seeding.stream(seed, seeding.DELAY)))
         if system is not None:
             problems.check("system", lambda: system.setup(n, seeding.stream(seed, seeding.DEVICES)))
-            if model is not None and system.charges_time and system.flops_per_example is None:
+            if model is not None and client_ok and system.charges_time and system.flops_per_example is None:
                 flops = problems.build("system", lambda: training_flops_per_example(model, data.train_dataset, int(cfg.client.batch_size)))
                 log.info("Counted %.4g training FLOPs per example (forward + backward of training_step)", flops or 0.0)
             else:
@@ -253,6 +253,11 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     problems.check("eval", lambda: require(
         all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in targets),
         "time_to_accuracy", list(targets), "a list of accuracies in [0, 1]"))  # fmt: skip
+    logged: list[str] = []  # what a client job logs: the client metrics' columns
+    if client_ok and data is not None and model is not None and algorithm is not None:
+        problems.check("model", lambda: logged.extend(check_model(
+            model, data.train_dataset, data.client_indices, data.test_dataset, settings=dict(cfg.client), algorithm=algorithm, eval_batch_size=int(cfg.eval.batch_size),
+        )))  # fmt: skip
     loop_keys = {k: cfg.server[k] for k in ("max_steps", "max_staleness", "eval_every", "max_updates", "max_time", "target_accuracy", "on_client_error", "max_retries") if k in cfg.server}
     problems.check("server", lambda: check_loop_settings(**loop_keys))
     problems.check("", lambda: check_loop_settings(max_steps=1, clock=cfg.get("clock", "virtual")))
@@ -260,7 +265,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     return {
         "data": data, "model": model, "aggregator": aggregator, "scheduler": scheduler, "delay": delay, "executor": executor,
         "attack": attack, "availability": availability, "faults": faults, "algorithm": algorithm, "callbacks": callbacks,
-        "system": system, "time_to_accuracy": [float(t) for t in targets], "loop_keys": loop_keys,
+        "system": system, "time_to_accuracy": [float(t) for t in targets], "loop_keys": loop_keys, "client_metrics": logged,
     }  # fmt: skip
 
 
@@ -383,7 +388,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         algorithm=parts["algorithm"], augment=data.augment if data.has_augmentation else None, faults=parts["faults"],
     )  # fmt: skip
 
-    callbacks: list[Callback] = [MetricsCSV(out / "metrics.csv"), UpdatesCSV(out / "updates.csv")]
+    logged = parts["client_metrics"]
+    callbacks: list[Callback] = [MetricsCSV(out / "metrics.csv"), UpdatesCSV(out / "updates.csv", logged), ClientMetricsCSV(out / "client_metrics.csv", logged)]
     if cfg.get("progress", True):
         callbacks.append(ProgressBar())
     callbacks += parts["callbacks"]

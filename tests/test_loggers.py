@@ -16,6 +16,13 @@ from lightning_asyncfl.errors import ConfigError
 from lightning_asyncfl.run import run
 
 LOGGED = ("test_accuracy", "test_loss", "client_updates", "virtual_time", "wall_time")
+CLIENT = ("client/loss", "client/loss_weighted")  # what the built-in model's training_step logs, per version
+
+
+def read_client_metrics(out: Path) -> dict[int, dict[str, float]]:
+    """client_metrics.csv by version."""
+    with (out / "client_metrics.csv").open(newline="") as file:
+        return {int(row["version"]): {k: float(v) for k, v in row.items() if k != "version"} for row in csv.DictReader(file)}
 
 
 def read_metrics(out: Path) -> dict[int, dict[str, float]]:
@@ -98,9 +105,13 @@ def test_mlflow_logs_metric_history_and_config(make_cfg):
     expected = read_metrics(out)
     found, histories = read_mlflow(out / "mlruns")
     assert found.info.status == "FINISHED"
-    assert set(histories) == set(LOGGED)
+    assert set(histories) == set(LOGGED) | set(CLIENT)
     for key in LOGGED:
         assert histories[key] == {v: row[key] for v, row in expected.items()}, key  # float64: exact
+    client = read_client_metrics(out)
+    assert len(client) == 12
+    for key in CLIENT:
+        assert histories[key] == {v: row[key] for v, row in client.items()}, key
     assert found.data.params["seed"] == "0"
     assert found.data.params["server/max_steps"] == "12"
 
@@ -115,10 +126,13 @@ def test_wandb_offline_writes_history_and_config_into_the_run_directory(make_cfg
     records = read_wandb(out)
     kinds = [r.WhichOneof("record_type") for r in records]
     assert kinds[-1] == "exit"  # the run was finished
-    history = []
+    rows = []
     for record in records:
         if record.WhichOneof("record_type") == "history":
-            history.append({item.nested_key[0] if item.nested_key else item.key: float(item.value_json) for item in record.history.item})
+            rows.append({item.nested_key[0] if item.nested_key else item.key: float(item.value_json) for item in record.history.item})
+    history = [h for h in rows if "test_accuracy" in h]
+    client = read_client_metrics(out)
+    assert {int(h["trainer/global_step"]): {k: h[k] for k in CLIENT} for h in rows if "client/loss" in h} == {v: {k: row[k] for k in CLIENT} for v, row in client.items()}
     assert [int(h["trainer/global_step"]) for h in history] == sorted(expected)
     for h in history:
         row = expected[int(h["trainer/global_step"])]

@@ -6,7 +6,7 @@ Rows are flushed as they are written, so a run that dies keeps everything up to 
 from __future__ import annotations
 
 import csv
-import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -14,11 +14,15 @@ from typing import IO, Any
 from lightning_asyncfl.callbacks.base import Callback
 from lightning_asyncfl.state import ClientUpdate, Job
 
+log = logging.getLogger(__name__)
+
 UPDATE_COLUMNS = [
     "job_id", "attempt", "client_id", "base_version", "version", "staleness", "dispatch_time",
     "arrival_time", "num_samples", "examples", "download_time", "compute_time", "upload_time",
-    "download_bytes", "upload_bytes", "status", "detail", "metrics",
+    "download_bytes", "upload_bytes", "status", "detail",
 ]  # fmt: skip
+#: prefix of the columns (and logger keys) of what a client job logged with ``self.log``
+CLIENT_PREFIX = "client/"
 
 
 class _CSVWriter(Callback):
@@ -64,7 +68,18 @@ class _CSVWriter(Callback):
 
 class UpdatesCSV(_CSVWriter):
     """``updates.csv``: one row per arrived job, accepted or why not; failed attempts that
-    are retried (``retried``) and jobs whose client vanished (``dropped``) get rows too."""
+    are retried (``retried``) and jobs whose client vanished (``dropped``) get rows too.
+
+    Args:
+        path: the file.
+        metrics: the names a client job logs (found by the model check before the run);
+            each is a column ``client/NAME`` holding the update's value (empty when it has none).
+    """
+
+    def __init__(self, path: str | Path, metrics: Sequence[str] = ()) -> None:
+        super().__init__(path)
+        self.metric_columns = [CLIENT_PREFIX + name for name in metrics]
+        self._unexpected: set[str] = set()
 
     def on_retry(self, loop: Any, job: Job, detail: str) -> None:
         self._row(loop, job, "retried", detail, None)
@@ -97,9 +112,17 @@ class UpdatesCSV(_CSVWriter):
             "upload_bytes": job.upload_bytes,
             "status": status,
             "detail": detail,
-            "metrics": json.dumps(update.metrics, sort_keys=True) if update is not None else "",
         }
-        self._write(row, UPDATE_COLUMNS)
+        if update is not None:
+            row.update((CLIENT_PREFIX + name, value) for name, value in update.metrics.items())
+            self._warn_unexpected(update.metrics)
+        self._write(row, UPDATE_COLUMNS + self.metric_columns)
+
+    def _warn_unexpected(self, metrics: dict[str, float]) -> None:
+        new = {CLIENT_PREFIX + name for name in metrics} - set(self.metric_columns) - self._unexpected
+        if new:
+            self._unexpected |= new
+            log.warning("updates.csv has no column for %s (not logged in the trial job before the run); the loggers' client/ means have it", ", ".join(sorted(new)))
 
 
 class MetricsCSV(_CSVWriter):

@@ -7,6 +7,9 @@ built by :func:`build_loggers` and driven by :class:`LoggerCallback`:
 - at the start, the resolved config as hyperparameters;
 - at each evaluation, the row of ``metrics.csv`` (``test_*``, ``client_updates``,
   ``virtual_time``, ``wall_time``) with ``step`` = the global version;
+- at each aggregation, what the applied updates' jobs logged (``client/NAME`` and
+  ``client/NAME_weighted``, see :mod:`lightning_asyncfl.callbacks.client_metrics`) at
+  ``step`` = the new version;
 - at the end, ``finalize("success")`` and the run closed.
 
 A relative ``save_dir`` is inside the run directory, so every logger's files sit next to
@@ -29,6 +32,7 @@ from hydra.utils import instantiate
 from lightning.fabric.loggers import Logger
 
 from lightning_asyncfl.callbacks.base import Callback
+from lightning_asyncfl.callbacks.client_metrics import client_means
 from lightning_asyncfl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -140,6 +144,13 @@ class LoggerCallback(Callback):
         """Log the config as hyperparameters."""
         for logger in self.loggers.values():
             logger.log_hyperparams(self.hparams)
+
+    def on_aggregate(self, loop: Any, updates: Any, version: int) -> None:
+        """Log the means of what the applied updates' jobs logged (``client/...``) at ``step=version``."""
+        means = client_means(updates)
+        if means:
+            for logger in self.loggers.values():
+                logger.log_metrics(means, step=version)
 
     def on_evaluate(self, loop: Any, version: int, metrics: dict[str, float]) -> None:
         """Log the evaluation's row of ``metrics.csv`` at ``step=version``, and write it to disk."""

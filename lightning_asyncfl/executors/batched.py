@@ -10,10 +10,11 @@ last, smaller batch (padded and masked, so the loss is the mean over its real sa
 
 Results equal the per-client path's within floating-point tolerance (the summation order
 of a padded, batched kernel differs), not bit for bit. Models that do not fit (BatchNorm
-or other buffers, recurrent or attention layers, dropout, an overridden
-``training_step``, a non-SGD optimizer, a client algorithm, train-time augmentation,
-mixed precision, a dataset that is not in memory) train on the per-client path, and the
-executor says why once, at start.
+or other buffers, recurrent or attention layers, dropout, an overridden ``training_step``,
+a non-SGD optimizer, a client algorithm, train-time augmentation, mixed precision, a
+dataset that is not in memory, an overridden training hook or ``configure_optimizers``,
+manual optimization, gradient accumulation or clipping, optimizer state kept per client)
+train on the per-client path, and the executor says why once, at start.
 """
 
 from __future__ import annotations
@@ -37,12 +38,29 @@ from lightning_asyncfl.state import Job, JobResult, ModelState
 
 log = logging.getLogger(__name__)
 
+#: hooks of a client job that the batched SGD does not run: a module overriding one trains per client
+TRAINING_HOOKS = (
+    "configure_optimizers", "on_fit_start", "on_train_start", "on_train_epoch_start", "on_train_batch_start",
+    "on_before_backward", "backward", "on_after_backward", "on_before_optimizer_step", "configure_gradient_clipping",
+    "optimizer_step", "on_before_zero_grad", "optimizer_zero_grad", "on_train_batch_end", "on_train_epoch_end",
+    "on_train_end", "on_fit_end", "lr_scheduler_step",
+)  # fmt: skip
+
 
 def why_not_batched(trainer: ClientTrainer) -> str | None:
     """Why ``trainer``'s jobs cannot be trained batched, or None when they can."""
     module = trainer.module
     if not isinstance(module, ClassifierModule) or type(module).training_step is not ClassifierModule.training_step:
         return f"{type(module).__name__} is not a ClassifierModule with the built-in training_step (cross-entropy of forward)"
+    overridden = [hook for hook in TRAINING_HOOKS if getattr(type(module), hook) is not getattr(ClassifierModule, hook)]
+    if overridden:
+        return f"{type(module).__name__} overrides {', '.join(overridden)}"
+    if not module.automatic_optimization:
+        return f"{type(module).__name__} uses manual optimization"
+    if trainer.accumulate_grad_batches != 1 or trainer.gradient_clip_val is not None:
+        return "gradient accumulation or clipping (client.accumulate_grad_batches, client.gradient_clip_val)"
+    if trainer.keep_optimizer_state:
+        return "client.keep_optimizer_state keeps each client's optimizer state between its jobs"
     if list(module.buffers()):
         return f"{type(module).__name__} has buffers (BatchNorm statistics), which change in training"
     slow = sorted({type(m).__name__ for m in module.modules() if isinstance(m, (nn.RNNBase, nn.MultiheadAttention))})

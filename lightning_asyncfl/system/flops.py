@@ -46,6 +46,14 @@ def training_flops_per_example(module: torch.nn.Module, dataset: Dataset, batch_
     batch = next(iter(DataLoader(Subset(dataset, range(n)), batch_size=n, shuffle=False)))
     model = copy.deepcopy(module).cpu().train()
     counter = FlopCounterMode(display=False)
+    if not getattr(model, "automatic_optimization", True):  # manual optimization: backward runs inside training_step
+        from lightning_asyncfl.client import ClientTrainer
+        from lightning_asyncfl.state import Job, ModelState
+
+        trainer = ClientTrainer(model, dataset, [torch.arange(n)], epochs=1, batch_size=n)  # self.optimizers() etc. work
+        with counter:
+            trainer.train(Job(-1, 0, 0, 0, 0.0, 0.0), ModelState.from_module(model), limit_batches=1)
+        return counter.get_total_flops() / n
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # self.log outside a trainer warns; nothing is logged here
