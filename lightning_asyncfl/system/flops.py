@@ -46,14 +46,25 @@ def training_flops_per_example(module: torch.nn.Module, dataset: Dataset, batch_
     batch = next(iter(DataLoader(Subset(dataset, range(n)), batch_size=n, shuffle=False)))
     model = copy.deepcopy(module).cpu().train()
     counter = FlopCounterMode(display=False)
-    if not getattr(model, "automatic_optimization", True):  # manual optimization: backward runs inside training_step
-        from lightning_asyncfl.client import ClientTrainer
-        from lightning_asyncfl.state import Job, ModelState
+    try:
+        # without oneDNN, CPU recurrent layers (nn.LSTM) run as the matrix products the counter counts
+        with warnings.catch_warnings(), torch.backends.mkldnn.flags(enabled=False), counter:
+            warnings.simplefilter("ignore")  # self.log outside a trainer warns; nothing is logged here
+            if getattr(model, "automatic_optimization", True):
+                _loss(model.training_step(batch, 0)).backward()
+            else:  # manual optimization: backward runs inside training_step, which needs self.optimizers()
+                from lightning_asyncfl.client import ClientTrainer
+                from lightning_asyncfl.state import Job, ModelState
 
-        trainer = ClientTrainer(model, dataset, [torch.arange(n)], epochs=1, batch_size=n)  # self.optimizers() etc. work
-        with counter:
-            trainer.train(Job(-1, 0, 0, 0, 0.0, 0.0), ModelState.from_module(model), limit_batches=1)
-        return counter.get_total_flops() / n
+                trainer = ClientTrainer(model, dataset, [torch.arange(n)], epochs=1, batch_size=n)
+                trainer.train(Job(-1, 0, 0, 0, 0.0, 0.0), ModelState.from_module(model), limit_batches=1)
+    except Exception as error:
+        raise ValueError(
+            f"the training FLOPs of {type(module).__name__} could not be counted from one training_step outside a "
+            f"trainer ({type(error).__name__}: {error}); set system.flops_per_example to the model's FLOPs per "
+            "example (forward + backward)"
+        ) from None
+    return counter.get_total_flops() / n
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # self.log outside a trainer warns; nothing is logged here
