@@ -22,6 +22,7 @@ METRICS = (
     "final_accuracy", "best_accuracy", "final_loss", "steps", "client_updates", "dispatched", "accepted",
     "applied", "failed", "retries", "dropped", "attacked", "rejected_total", "in_flight", "buffered",
     "virtual_time", "wall_time", "executor_start_time", "peak_snapshots", "seed", "num_clients",
+    "bytes_down", "bytes_up", "mean_compute_time", "mean_communication_time", "flops_per_example", "model_bytes",
 )  # fmt: skip
 
 

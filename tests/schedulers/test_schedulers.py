@@ -119,7 +119,7 @@ def test_round_waits_for_in_flight_empty_and_version_change():
     assert scheduler.schedule(2.0, idle, [], 0, rng) == []  # not aggregated yet
     assert scheduler.schedule(2.0, rest, first[:1], 1, rng) == []  # aggregated, one in flight
     assert len(scheduler.schedule(3.0, idle, [], 1, rng)) == 4
-    assert scheduler.state_dict() == {"last_version": 1}
+    assert scheduler.state_dict()["last_version"] == 1
 
 
 # -- shared ----------------------------------------------------------------------------------
@@ -211,7 +211,7 @@ def test_base_rejects_clients_that_are_not_idle():
 def test_repr_shows_arguments():
     assert repr(RandomIntervalScheduler()) == "RandomIntervalScheduler(interval=5.0, fraction=0.1)"
     assert repr(ConcurrencyScheduler(concurrency=3)) == "ConcurrencyScheduler(concurrency=3)"
-    assert repr(RoundScheduler(clients_per_round=2)) == "RoundScheduler(clients_per_round=2)"
+    assert repr(RoundScheduler(clients_per_round=2)) == "RoundScheduler(clients_per_round=2, over_selection=1.0, deadline=None)"
 
 
 @pytest.mark.parametrize("n, k", [(5, 3), (100, 10), (20_000, 10), (100_000, 7)])
