@@ -348,10 +348,11 @@ class TrainerSpec:
 
 
 class Evaluator(_FabricWorker):
-    """Evaluates a global model with the module's ``validation_step`` on the test set.
+    """Evaluates a global model with the module's ``validation_step`` on the test set (and the validation split).
 
     Returns the sample-weighted mean of every value ``validation_step`` logs, prefixed
-    with ``test_`` (the built-in models log ``loss`` and ``accuracy``).
+    with ``test_`` (the built-in models log ``loss`` and ``accuracy``), then the same on
+    ``val_dataset`` prefixed with ``val_`` when there is one.
     """
 
     def __init__(
@@ -362,25 +363,33 @@ class Evaluator(_FabricWorker):
         batch_size: int = 1024,
         accelerator: str = "cpu",
         precision: str = "32-true",
+        val_dataset: Any = None,
     ) -> None:
         super().__init__(module, accelerator=accelerator, precision=precision)
-        self.dataset = _on_device(test_dataset, self.device)
-        self.indices = torch.arange(len(test_dataset), device=self.device if isinstance(self.dataset, _DeviceTensors) else None)
+        self.splits = [("test_", test_dataset)] + ([("val_", val_dataset)] if val_dataset is not None else [])
+        self.splits = [(prefix, _on_device(d, self.device), self._indices(d)) for prefix, d in self.splits]
+        self.dataset, self.indices = self.splits[0][1], self.splits[0][2]
         self.batch_size = batch_size
 
+    def _indices(self, dataset: Any) -> Tensor:
+        return torch.arange(len(dataset), device=self.device if isinstance(dataset, TensorDataset) else None)
+
     def evaluate(self, state: ModelState) -> dict[str, float]:
-        """Test metrics of ``state``."""
+        """Test (and validation) metrics of ``state``."""
         self.load(state)
         self.module.eval()
-        self.collector.pop()
-        with torch.inference_mode():
-            for i, batch in enumerate(_batches(self.dataset, self.indices, self.batch_size, None, self.device)):
-                batch = self.fabric.to_device(batch)
-                self.collector.weight = float(len(batch[0]))
-                with self.fabric.autocast():
-                    self.module.validation_step(batch, i)
-        self.collector.weight = 1.0
-        return {f"test_{key}": value for key, value in self.collector.pop().items()}
+        out: dict[str, float] = {}
+        for prefix, dataset, indices in self.splits:
+            self.collector.pop()
+            with torch.inference_mode():
+                for i, batch in enumerate(_batches(dataset, indices, self.batch_size, None, self.device)):
+                    batch = self.fabric.to_device(batch)
+                    self.collector.weight = float(len(batch[0]))
+                    with self.fabric.autocast():
+                        self.module.validation_step(batch, i)
+            self.collector.weight = 1.0
+            out.update({f"{prefix}{key}": value for key, value in self.collector.pop().items()})
+        return out
 
 
 def _seed_device(device: torch.device, seed: int) -> None:

@@ -7,7 +7,8 @@ built by :func:`build_loggers` and driven by :class:`LoggerCallback`:
 - at the start, the resolved config as hyperparameters;
 - at each evaluation, the row of ``metrics.csv`` (``test_*``, ``client_updates``,
   ``virtual_time``, ``wall_time``) with ``step`` = the global version;
-- at the end, ``finalize("success")`` and the run closed.
+- at the end, the run's figures (TensorBoard images, MLflow artifacts, W&B images;
+  :meth:`LoggerCallback.log_figures`), then ``finalize("success")`` and the run closed.
 
 A relative ``save_dir`` is inside the run directory, so every logger's files sit next to
 ``metrics.csv``. The backends are optional extras (``pip install "lightning-asyncfl[tensorboard]"``);
@@ -149,10 +150,45 @@ class LoggerCallback(Callback):
             logger.save()
 
     def on_run_end(self, loop: Any, summary: dict[str, Any]) -> None:
-        """Finalize every logger and close its run (W&B's ``finish``)."""
+        """Save every logger; the run is closed by :meth:`log_figures` (or :meth:`close`)."""
+        for logger in self.loggers.values():
+            logger.save()
+        if loop.status != "completed":  # no figures come: close now
+            self.close()
+
+    def log_figures(self, figures: Mapping[str, str | Path], step: int = 0) -> None:
+        """Send the run's PNG figures to every logger that takes pictures, then close the loggers.
+
+        TensorBoard: an image per figure (tag = file name without ``.png``); MLflow: an
+        artifact under ``figures/``; W&B: ``log_image``. Other loggers get none.
+        """
+        for logger in self.loggers.values():
+            for name, path in figures.items():
+                _log_figure(logger, name, Path(path), step)
+        self.close()
+
+    def close(self) -> None:
+        """Finalize every logger and close its run (W&B's ``finish``); later calls do nothing."""
         for logger in self.loggers.values():
             logger.save()
             logger.finalize("success")
             finish = getattr(logger.experiment, "finish", None)  # a wandb Run stays open until finished
             if callable(finish):
                 finish()
+        self.loggers = {}
+
+
+def _log_figure(logger: Logger, name: str, path: Path, step: int) -> None:
+    """One PNG to one logger, in the form its backend keeps pictures."""
+    kind = {c.__name__ for c in type(logger).__mro__}
+    tag = Path(name).stem
+    if "TensorBoardLogger" in kind:
+        import matplotlib.image
+
+        image = matplotlib.image.imread(str(path))  # float RGBA in [0, 1]
+        logger.experiment.add_image(tag, image[..., :3], global_step=step, dataformats="HWC")
+        logger.experiment.flush()
+    elif "MLFlowLogger" in kind:
+        logger.experiment.log_artifact(logger.run_id, str(path), artifact_path="figures")
+    elif "WandbLogger" in kind:
+        logger.log_image(key=tag, images=[str(path)], step=step)
