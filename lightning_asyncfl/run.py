@@ -27,7 +27,7 @@ from lightning_asyncfl import seeding
 from lightning_asyncfl.availability import Availability
 from lightning_asyncfl.checkpoint import Checkpointer, find_checkpoint, load_checkpoint
 from lightning_asyncfl.faults import Faults
-from lightning_asyncfl.callbacks import Callback, ClientMetricsCSV, LoggerCallback, MetricsCSV, ProgressBar, UpdatesCSV, build_loggers, check_loggers, write_run_figures
+from lightning_asyncfl.callbacks import Callback, ClientMetricsCSV, LoggerCallback, MetricsCSV, ProgressBar, RunFigures, UpdatesCSV, build_loggers, check_loggers
 from lightning_asyncfl.data.report import write_partition_report
 from lightning_asyncfl.client import PRECISIONS, Evaluator, TrainerSpec, check_client_settings
 from lightning_asyncfl.errors import ConfigError, InvalidValue, InvalidValues, checking, require, require_choice
@@ -178,6 +178,8 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     val_fraction, clients_every = cfg.eval.get("val_fraction", 0.0), cfg.eval.get("clients_every")
     problems.check("eval", lambda: _check_eval_settings(cfg.eval, cfg.server.get("eval_every", 1)))
     problems.check("client", lambda: check_client_settings(**cfg.client))
+    order = (cfg.get("figures") or {}).get("participation_order", "id")
+    problems.check("figures", lambda: require_choice("participation_order", order, ["id", "speed"]))
     partition = problems.build("partition", lambda: _instantiate_logged("partition", cfg.partition))
     data = None
     if partition is not None:
@@ -422,8 +424,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("progress", True):
         callbacks.append(ProgressBar())
     callbacks += parts["callbacks"]
+    figures = RunFigures(
+        out, title=run_title(cfg, parts["aggregator"], data),
+        participation_order=str((cfg.get("figures") or {}).get("participation_order", "id")),
+    )  # fmt: skip
+    callbacks.append(figures)  # on_run_end: written before the loggers send them and close
     if cfg.get("logger"):  # TensorBoard, W&B, MLflow, ... (conf/logger/); their files go into the run directory
-        callbacks.append(LoggerCallback(build_loggers(cfg.logger, out), hparams=_plain(cfg)))
+        callbacks.append(LoggerCallback(build_loggers(cfg.logger, out), hparams=_plain(cfg), figures=lambda: figures.written))
     checkpointer = None
     checkpoint = cfg.get("checkpoint") or {}
     if checkpoint.get("enabled", True):
@@ -456,13 +463,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.warning("run %s: summary.json and the last checkpoint (%s) are in %s", loop.status, loop.last_checkpoint, out.resolve())
         raise
     torch.save(loop.global_state.to("cpu").state_dict(), out / "final_model.pt")
-    figures = write_run_figures(
-        out, loop.history, title=run_title(cfg, parts["aggregator"], data), num_clients=loop.num_clients,
-        participation_order=str((cfg.get("figures") or {}).get("participation_order", "id")),
-    )  # fmt: skip
-    for callback in callbacks:
-        if isinstance(callback, LoggerCallback):
-            callback.log_figures(figures, step=loop.version)
     summary = _write_summary(out, {**summary, **split_summary(loop.history), **extra})
     accuracy = summary["final_accuracy"]
     log.info(

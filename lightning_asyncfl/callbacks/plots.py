@@ -29,6 +29,8 @@ from typing import Any
 import matplotlib
 import numpy as np
 
+from lightning_asyncfl.callbacks.base import Callback
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -277,6 +279,27 @@ def write_run_figures(
         "client_accuracy.png": plot_client_accuracy(read_client_metrics(out_dir / "client_metrics.csv"), out_dir / "client_accuracy.png", title),
     }
     return {name: path for name, path in written.items() if path is not None}
+
+
+class RunFigures(Callback):
+    """Writes the run's figures (:func:`write_run_figures`) when the run completes, before the loggers close.
+
+    Args:
+        out_dir: the run directory (``updates.csv`` and ``client_metrics.csv`` are read there).
+        title: the title of every figure.
+        participation_order: ``id`` or ``speed``.
+
+    Attributes:
+        written: the figures written, by file name ({} until the run completed).
+    """
+
+    def __init__(self, out_dir: str | Path, *, title: str = "", participation_order: str = "id") -> None:
+        self.out_dir, self.title, self.participation_order = Path(out_dir), title, participation_order
+        self.written: dict[str, Path] = {}
+
+    def on_run_end(self, loop: Any, summary: dict[str, Any]) -> None:
+        if loop.status == "completed":
+            self.written = write_run_figures(self.out_dir, loop.history, self.title, loop.num_clients, self.participation_order)
 
 
 def _bars(ax: Any, sizes: np.ndarray, heights: np.ndarray, bottom: np.ndarray, color: str, label: str) -> None:
