@@ -40,6 +40,7 @@ from lightning_asyncfl.evaluation import CLIENT_COLUMNS, ClientEvaluator
 from lightning_asyncfl.loop import AsyncFLLoop, check_loop_settings
 from lightning_asyncfl.state import ModelState
 from lightning_asyncfl.unused_keys import given_overrides, unused_key_warnings
+from lightning_asyncfl.system import SystemModel, training_flops_per_example
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -208,6 +209,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     else:
         scheduler = problems.build("server.scheduler", lambda: _instantiate_logged("scheduler", cfg.server.scheduler))
     delay = problems.build("delay", lambda: _instantiate_logged("delay", cfg.delay))
+    system = _build_optional(problems, cfg, "system", SystemModel)
     algorithm = problems.build("client_algorithm", lambda: _instantiate_logged("client_algorithm", cfg.client_algorithm))
     if algorithm is not None and not isinstance(algorithm, ClientAlgorithm):
         problems.items.append(f"client_algorithm._target_ must be a ClientAlgorithm, got {type(algorithm).__name__}")
@@ -239,6 +241,19 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             problems.check(key, lambda: scheduler.setup(len(n)))
         if delay is not None:
             problems.check("delay", lambda: delay.setup(n, seeding.stream(seed, seeding.DELAY)))
+        if system is not None:
+            problems.check("system", lambda: system.setup(n, seeding.stream(seed, seeding.DEVICES)))
+            if model is not None and system.charges_time and system.flops_per_example is None:
+                flops = problems.build("model", lambda: training_flops_per_example(model, data.train_dataset, int(cfg.client.batch_size)))
+                log.info("Counted %.4g training FLOPs per example (forward + backward of training_step)", flops or 0.0)
+            else:
+                flops = None
+            upload_side = algorithm.upload_side_bytes if algorithm is not None else None
+            problems.check("system", lambda: system.set_work(epochs=int(cfg.client.epochs), flops_per_example=flops, upload_side=upload_side))
+    targets = cfg.eval.get("time_to_accuracy") or []
+    problems.check("eval", lambda: require(
+        all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in targets),
+        "time_to_accuracy", list(targets), "a list of accuracies in [0, 1]"))  # fmt: skip
     loop_keys = {k: cfg.server[k] for k in ("max_steps", "max_staleness", "eval_every", "max_updates", "max_time", "target_accuracy", "target_metric", "on_client_error", "max_retries") if k in cfg.server}
     problems.check("server", lambda: check_loop_settings(**loop_keys))
     problems.check("", lambda: check_loop_settings(max_steps=1, clock=cfg.get("clock", "virtual")))
@@ -248,7 +263,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     return {
         "data": data, "model": model, "aggregator": aggregator, "scheduler": scheduler, "delay": delay, "executor": executor,
         "attack": attack, "availability": availability, "faults": faults, "algorithm": algorithm, "callbacks": callbacks,
-        "loop_keys": loop_keys,
+        "system": system, "time_to_accuracy": [float(t) for t in targets], "loop_keys": loop_keys,
     }  # fmt: skip
 
 
@@ -450,12 +465,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         attack=parts["attack"],
         availability=parts["availability"],
         checkpointer=checkpointer,
+        system=parts["system"],
+        time_to_accuracy=parts["time_to_accuracy"],
         evaluate_clients=client_evaluator,
         clients_every=clients_every,
         **parts["loop_keys"],
     )
     log.info("Running %r with %d clients (%d training samples), output in %s", loop, loop.num_clients, sum(data.num_samples), out)
-    extra = {"seed": seed, "num_clients": loop.num_clients, "output_dir": str(out.resolve())}
+    extra = {"seed": seed, "num_clients": loop.num_clients, "output_dir": str(out.resolve()),
+             "flops_per_example": loop.system.flops_per_example, "model_bytes": loop.global_state.nbytes}  # fmt: skip
     try:
         summary = loop.run(resume=resume)
     except BaseException:

@@ -18,8 +18,9 @@ DELAY = 4
 ATTACK = 5  # which clients are malicious
 AVAILABILITY = 6  # check-in order, unavailability windows, dropouts
 FAULTS = 7  # injected client faults
-VALIDATION = 8  # the server-side validation split held out of the training set
-CLIENT_TEST = 9  # each client's own test split (sub-stream per client id)
+DEVICES = 8  # each client's device (compute speed, bandwidths)
+VALIDATION = 9  # the server-side validation split held out of the training set
+CLIENT_TEST = 10  # each client's own test split (sub-stream per client id)
 
 
 def stream(seed: int, *key: int) -> np.random.Generator:

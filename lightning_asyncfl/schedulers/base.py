@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_asyncfl.state import Job
+from lightning_asyncfl.state import ClientUpdate, Job
 
 from lightning_asyncfl.errors import InvalidValue, require
 
@@ -105,6 +105,18 @@ class Scheduler(abc.ABC):
         Lets a scheduler learn from what happened, e.g. profile client speeds from
         ``job.arrival_time - job.dispatch_time``.
         """
+
+    def accepts(self, update: ClientUpdate, now: float) -> bool:
+        """Whether ``update``, arriving at ``now``, still counts (default: always).
+
+        A synchronous round that closed (over-selection, a deadline) refuses its stragglers:
+        the loop rejects them as ``late``.
+        """
+        return True
+
+    def flush_due(self, now: float) -> bool:
+        """Whether the loop should aggregate what the buffer holds now, at a wake-up (a round's deadline); default: never."""
+        return False
 
     def state_dict(self) -> dict[str, Any]:
         """The scheduler's state as plain values, for checkpoints (default: none)."""
