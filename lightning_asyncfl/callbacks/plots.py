@@ -311,7 +311,7 @@ def _bars(ax: Any, sizes: np.ndarray, heights: np.ndarray, bottom: np.ndarray, c
 
 def _save(fig: Any, path: str | Path, title: str) -> Path:
     if title:
-        fig.suptitle(textwrap.fill(title, 110), fontsize="medium")
+        fig.suptitle(textwrap.fill(title, int(12 * fig.get_figwidth())), fontsize="medium")  # about 12 characters an inch
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
