@@ -340,7 +340,7 @@ def seed_groups(runs: Sequence[Run]) -> list[Group]:
     groups = []
     for values, members in grouped.items():
         settings = dict(zip(keys, values))
-        label = " ".join(f"{k}={v}" for k, v in settings.items()) or names[members[0]]
+        label = " ".join(f"{k}={v}" for k, v in settings.items()) or ("every run (they differ only in seed)" if len(members) > 1 else names[members[0]])
         groups.append(Group(label=label, runs=[runs[i] for i in members], settings=settings))
     return groups
 

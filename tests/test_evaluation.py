@@ -201,3 +201,26 @@ def test_bad_evaluation_settings_fail_before_training_naming_the_key(overrides, 
         build(make_cfg(*overrides))
 
     assert any(message in problem for problem in error.value.problems), error.value.problems
+
+
+def test_a_resumed_run_writes_the_same_per_client_file(make_cfg, tmp_path):
+    import shutil
+
+    from lightning_asyncfl.checkpoint import list_checkpoints
+    from lightning_asyncfl.run import compose
+
+    # Prepare: the whole run, a checkpoint every 4 versions, per-client evaluation every 6
+    whole = tmp_path / "run"
+    run(make_cfg("eval.clients_every=6", "partition.client_test_fraction=0.25", "checkpoint.every_n_steps=4", "checkpoint.keep_last=100"))
+    middle = [p for _, p in list_checkpoints(whole / "checkpoints")][1]  # version 8: after the per-client evaluation at 6
+    copy = tmp_path / "resumed"
+    shutil.copytree(whole, copy)
+
+    # Execute
+    run(compose(["progress=false", f"resume={copy / 'checkpoints' / middle.name}"]))
+
+    # Assert
+    assert (copy / "client_metrics.csv").read_bytes() == (whole / "client_metrics.csv").read_bytes()
+    assert sorted({int(r["version"]) for r in _rows(copy / "client_metrics.csv")}) == [0, 6, 12]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]  # noqa: E731
+    assert strip(_rows(copy / "metrics.csv")) == strip(_rows(whole / "metrics.csv"))
