@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -93,8 +94,9 @@ class _Problems:
         try:
             check()
             return True
-        except InstantiationException as error:
-            self.items.extend(_describe(key, error.__cause__ or error))
+        except InstantiationException as error:  # a nested node's error names its own node (system.devices)
+            found = re.search(r"^full_key: (\S+)$", str(error), re.MULTILINE)
+            self.items.extend(_describe(found.group(1) if found else key, error.__cause__ or error))
         except (ValueError, TypeError, ImportError, OSError) as error:
             self.items.extend(_describe(key, error))
         return False
@@ -160,6 +162,21 @@ def _build_optional(problems: _Problems, cfg: DictConfig, key: str, base: type[T
     return obj
 
 
+def _build_system(problems: _Problems, cfg: DictConfig) -> SystemModel | None:
+    """The ``system`` group, its device population built first so that the problems of both are reported."""
+    node = cfg.get("system")
+    if node is None:
+        return SystemModel()
+    devices = None
+    if node.get("devices") is not None:
+        devices = problems.build("system.devices", lambda: instantiate(node.devices, _convert_="all"))
+    system = problems.build("system", lambda: _instantiate_logged("system", node, devices=devices))
+    if system is not None and not isinstance(system, SystemModel):
+        problems.items.append(f"system._target_ must be a {SystemModel.__module__}.{SystemModel.__name__}, got {type(system).__name__}")
+        return None
+    return system
+
+
 def _checkpointer(checkpoint: Any, directory: Path, meta: dict[str, Any] | None = None) -> Checkpointer:
     """The ``checkpoint`` config node's Checkpointer; ``checkpoint.dir`` wins over ``directory``."""
     return Checkpointer(
@@ -209,7 +226,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     else:
         scheduler = problems.build("server.scheduler", lambda: _instantiate_logged("scheduler", cfg.server.scheduler))
     delay = problems.build("delay", lambda: _instantiate_logged("delay", cfg.delay))
-    system = _build_optional(problems, cfg, "system", SystemModel)
+    system = _build_system(problems, cfg)
     algorithm = problems.build("client_algorithm", lambda: _instantiate_logged("client_algorithm", cfg.client_algorithm))
     if algorithm is not None and not isinstance(algorithm, ClientAlgorithm):
         problems.items.append(f"client_algorithm._target_ must be a ClientAlgorithm, got {type(algorithm).__name__}")
@@ -244,7 +261,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         if system is not None:
             problems.check("system", lambda: system.setup(n, seeding.stream(seed, seeding.DEVICES)))
             if model is not None and system.charges_time and system.flops_per_example is None:
-                flops = problems.build("model", lambda: training_flops_per_example(model, data.train_dataset, int(cfg.client.batch_size)))
+                flops = problems.build("system", lambda: training_flops_per_example(model, data.train_dataset, int(cfg.client.batch_size)))
                 log.info("Counted %.4g training FLOPs per example (forward + backward of training_step)", flops or 0.0)
             else:
                 flops = None

@@ -3,9 +3,10 @@
 FedScale's behaviour trace (``client_behave_trace``; Lai et al., ICML 2022,
 https://arxiv.org/abs/2105.11367, from a large-scale user behaviour study) maps each
 client to ``{"active": [a_0, a_1, ...], "inactive": [i_0, i_1, ...], "finish_time": T}``:
-the client is online during each ``[a_j, i_j]`` and the pattern repeats every ``T``
+the client is online during each ``[a_j, i_j)`` and the pattern repeats every ``T``
 seconds, as FedScale's ``is_active`` reads it (online iff ``a_j <= t mod T <= i_j`` for
-some j). Client k follows the trace's entry ``k % len(trace)`` in file order, as FedScale
+some j; here the end instant ``i_j`` itself is offline, since a job started then would
+have no time at all). Client k follows the trace's entry ``k % len(trace)`` in file order, as FedScale
 maps its clients.
 
 Here a client is dispatched only while online, and a job whose client goes offline before
@@ -36,11 +37,15 @@ class _Pattern:
         self.active, self.inactive, self.period = active, inactive, period
 
     def online_until(self, t: float) -> float | None:
-        """The end of the online interval holding ``t``, or None when offline at ``t``."""
+        """The end of the online interval holding ``t``, or None when offline at ``t``.
+
+        At the very end of an interval a client has no time left: it counts as offline
+        there, so a job never starts (and drops) at the instant its client leaves.
+        """
         base = math.floor(t / self.period) * self.period
         x = t - base
         j = bisect.bisect_right(self.active, x + EPS) - 1
-        if j >= 0 and x <= self.inactive[j] + EPS:
+        if j >= 0 and x < self.inactive[j] - EPS:
             return base + self.inactive[j]
         return None
 

@@ -44,8 +44,15 @@ def training_flops_per_example(module: torch.nn.Module, dataset: Dataset, batch_
     batch = next(iter(DataLoader(Subset(dataset, range(n)), batch_size=n, shuffle=False)))
     model = copy.deepcopy(module).cpu().train()
     counter = FlopCounterMode(display=False)
-    with counter, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # self.log outside a trainer warns; nothing is logged here
-        loss = _loss(model.training_step(batch, 0))
-        loss.backward()
+    try:
+        with counter, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # self.log outside a trainer warns; nothing is logged here
+            loss = _loss(model.training_step(batch, 0))
+            loss.backward()
+    except Exception as error:
+        raise ValueError(
+            f"the training FLOPs of {type(module).__name__} could not be counted from one training_step outside a "
+            f"trainer ({type(error).__name__}: {error}); set system.flops_per_example to the model's FLOPs per "
+            "example (forward + backward)"
+        ) from None
     return counter.get_total_flops() / n
