@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
@@ -103,13 +104,7 @@ def sweep_warnings(cfg: DictConfig) -> list[str]:
     return messages
 
 
-try:  # Hydra's callback base; the class works as a plain object where it is missing
-    from hydra.experimental.callback import Callback as _HydraCallback
-except ImportError:  # pragma: no cover - hydra-core >= 1.1 has it
-    _HydraCallback = object  # type: ignore[assignment,misc]
-
-
-class UnusedSweepKeys(_HydraCallback):
+class UnusedSweepKeys(HydraCallback):
     """A Hydra callback: at the start of a multirun, warn about swept keys that their component ignores."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
