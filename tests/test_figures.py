@@ -149,6 +149,7 @@ def test_a_client_id_outside_the_federation_is_an_error_that_names_it():
         participation_counts([{"client_id": 7, "status": "accepted"}], num_clients=3)
 
 
+@pytest.mark.filterwarnings("ignore:No artists with labels")  # the bars are recorded, not drawn
 def test_participation_sorted_by_speed_puts_the_fastest_client_first(tmp_path, monkeypatch):
     # Prepare: client 2 is fastest (mean 1.0), then 0 (mean 2.0), then 1 (3.0); client 3 never sent anything
     import lightning_asyncfl.callbacks.plots as plots
