@@ -77,10 +77,10 @@ def _subset(dataset: Dataset, indices: np.ndarray) -> Dataset:
     return Subset(dataset, np.asarray(indices).tolist())
 
 
-def tensor_dataset(features: np.ndarray, labels: np.ndarray) -> TensorDataset:
-    """A ``TensorDataset`` of float32 features and int64 labels."""
+def tensor_dataset(features: np.ndarray, labels: np.ndarray, *, dtype: torch.dtype = torch.float32) -> TensorDataset:
+    """A ``TensorDataset`` of features (float32, or ``dtype``: int64 for token ids) and int64 labels."""
     return TensorDataset(
-        torch.as_tensor(np.ascontiguousarray(features), dtype=torch.float32),
+        torch.as_tensor(np.ascontiguousarray(features), dtype=dtype),
         torch.as_tensor(np.ascontiguousarray(labels), dtype=torch.int64),
     )
 
@@ -110,7 +110,8 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
     (:meth:`hold_out_validation`), ``val_indices`` (int64, into the training set, no
     client's) and ``val_dataset``; with per-client test data, ``client_test_source``
     (the dataset the indices point into) and ``client_test_indices`` (one int64 tensor
-    per client into it), both None when there is none.
+    per client into it), both None when there is none. A dataset with its own per-client
+    test data (LEAF's per-user split) sets these two in :meth:`load`.
 
     Args:
         num_clients: how many clients share the training set; >= 1.
@@ -152,6 +153,7 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
         self.client_indices: list[torch.Tensor] = []
         self.num_samples: list[int] = []
         self.val_fraction = 0.0
+        self._kept: np.ndarray | None = None  # during setup: the training samples outside the validation split
         self.val_indices: torch.Tensor | None = None
         self.val_dataset: Dataset | None = None
         #: each client's local test data: the dataset the indices point into, and one int64
@@ -223,13 +225,17 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
         val = None
         if self.val_fraction > 0:
             keep, val = stratified_split(targets, self.val_fraction, seeding.stream(self.seed, seeding.VALIDATION))
+        self._kept = keep
         n = len(keep)
         require(self.num_clients <= n, "num_clients", self.num_clients, f"<= the number of training samples ({n})")
         try:
-            parts = self.partition(targets[keep], self.num_clients, seeding.stream(self.seed, seeding.PARTITION), None if groups is None else np.asarray(groups)[keep])
+            parts = self.split_clients(targets, groups)
         except (InvalidValue, InvalidValues) as error:  # the partition's own keys live under `partition.`
             raise ConfigError([str(p.under("partition")) for p in getattr(error, "problems", [error])]) from error
-        parts = [keep[p] for p in parts]  # positions among the kept samples -> indices into the training set
+        if val is not None:  # a split_clients of a subclass may have partitioned every sample: no client gets a validation one
+            held = np.zeros(len(train), dtype=bool)
+            held[val] = True
+            parts = [np.asarray(p, dtype=np.int64)[~held[np.asarray(p, dtype=np.int64)]] for p in parts]
         fraction = float(getattr(self.partition, "client_test_fraction", 0.0))
         if fraction > 0:
             if self.client_test_indices is not None:
@@ -248,6 +254,20 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
             self.val_dataset = _subset(train, val)
         self.test_dataset = test
         self.train_dataset = train
+
+    def split_clients(self, targets: np.ndarray, groups: np.ndarray | None) -> list[np.ndarray]:
+        """The clients' index lists into the training set: the partition on the run's partition stream.
+
+        Only the samples outside the validation split (``eval.val_fraction``) are
+        partitioned; setup drops validation samples from whatever this returns. A data
+        module whose partition needs more than the labels (a Flower Datasets partitioner
+        reads any column of a Hugging Face dataset) overrides this.
+        """
+        keep = getattr(self, "_kept", None)
+        if keep is None or len(keep) == len(targets):
+            return self.partition(targets, self.num_clients, seeding.stream(self.seed, seeding.PARTITION), groups)
+        parts = self.partition(targets[keep], self.num_clients, seeding.stream(self.seed, seeding.PARTITION), None if groups is None else np.asarray(groups)[keep])
+        return [keep[p] for p in parts]  # positions among the kept samples -> indices into the training set
 
     def client_dataset(self, k: int) -> Subset:
         """The training samples of client ``k``, as a ``Subset`` of the shared training set."""
