@@ -23,6 +23,7 @@ METRICS = (
     "applied", "failed", "retries", "dropped", "attacked", "rejected_total", "in_flight", "buffered",
     "virtual_time", "wall_time", "executor_start_time", "peak_snapshots", "seed", "num_clients",
     "bytes_down", "bytes_up", "mean_compute_time", "mean_communication_time", "flops_per_example", "model_bytes",
+    "final_val_accuracy", "best_val_accuracy", "final_val_loss",
 )  # fmt: skip
 
 
@@ -49,7 +50,7 @@ def experiment(overrides: Sequence[str] | None = None, *, config_name: str = "co
 
 def check_optimized_metric(cfg: DictConfig) -> str:
     """The ``optimized_metric`` of ``cfg``; a :class:`ConfigError` naming the allowed keys if it is not one."""
-    name = cfg.get("optimized_metric", "final_accuracy")
+    name = cfg.get("optimized_metric", "final_val_accuracy")
     if name not in METRICS:
         raise ConfigError([str(InvalidValue("optimized_metric", name, f"one of: {', '.join(METRICS)}"))])
     return str(name)

@@ -48,6 +48,7 @@ from lightning_asyncfl.system import JobCost, SystemModel
 
 CLOCKS = ["virtual", "wall"]
 ON_CLIENT_ERROR = ["skip", "retry", "raise"]
+TARGET_METRICS = ["val_accuracy", "test_accuracy"]  # what target_accuracy watches
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +81,11 @@ def check_loop_settings(
     on_client_error: str = "skip",
     max_retries: int = 2,
     clock: str = "virtual",
+    target_metric: str = "test_accuracy",
 ) -> None:
     """Raise :class:`InvalidValue` for every stop rule or loop setting outside what is allowed."""
     with checking() as check:
+        check(target_metric in TARGET_METRICS, "target_metric", target_metric, "one of: " + ", ".join(TARGET_METRICS))
         check(isinstance(max_steps, int) and max_steps >= 1, "max_steps", max_steps, "an integer >= 1")
         check(max_staleness is None or (isinstance(max_staleness, int) and max_staleness >= 0), "max_staleness", max_staleness, "null or an integer >= 0")
         check(isinstance(eval_every, int) and eval_every >= 1, "eval_every", eval_every, "an integer >= 1")
@@ -112,7 +115,13 @@ class AsyncFLLoop:
         eval_every: evaluate every this many versions (and always at the end).
         max_updates: stop after this many arrived client updates (null: no limit).
         max_time: stop at this virtual time (null: no limit).
-        target_accuracy: stop once ``test_accuracy`` reaches this (null: no target).
+        target_accuracy: stop once ``target_metric`` reaches this (null: no target).
+        target_metric: the evaluation metric ``target_accuracy`` watches: ``test_accuracy``
+            or ``val_accuracy`` (the server's validation split).
+        evaluate_clients: per-client evaluation ``(state, version) -> summary columns``,
+            added to the evaluation rows every ``clients_every`` versions and at the end
+            (None: none).
+        clients_every: versions between per-client evaluations (a multiple of ``eval_every``).
         on_client_error: a job whose training raised: ``skip`` (log, count as failed, go
             on), ``retry`` (run the same job again, up to ``max_retries`` times, then skip)
             or ``raise`` (stop the run, after a checkpoint of the state just before).
@@ -154,12 +163,17 @@ class AsyncFLLoop:
         checkpointer: ckpt.Checkpointer | None = None,
         system: SystemModel | None = None,
         time_to_accuracy: Sequence[float] = (),
+        target_metric: str = "test_accuracy",
+        evaluate_clients: Callable[[ModelState, int], dict[str, float]] | None = None,
+        clients_every: int | None = None,
     ) -> None:
         check_loop_settings(
             max_steps=max_steps, max_staleness=max_staleness, eval_every=eval_every, max_updates=max_updates,
             max_time=max_time, target_accuracy=target_accuracy, on_client_error=on_client_error,
-            max_retries=max_retries, clock=clock,
+            max_retries=max_retries, clock=clock, target_metric=target_metric,
         )  # fmt: skip
+        self.target_metric = target_metric
+        self.evaluate_clients, self.clients_every = evaluate_clients, clients_every
         self.clock = clock
         self.attack = attack if attack is not None else Attack()
         self.availability = availability if availability is not None else Availability()
@@ -196,6 +210,7 @@ class AsyncFLLoop:
         self.client_states: dict[int, dict[str, torch.Tensor]] = {}  # each client's own tensors (SCAFFOLD's c_i)
         self._next_job = 0
         self._last_eval = -1
+        self._last_client_eval = -1
         self._wall_start = 0.0
         self.peak_snapshots = 0
         self.startup_time = 0.0
@@ -260,7 +275,9 @@ class AsyncFLLoop:
                 else:
                     self._run_events()
                 if self._last_eval != self.version:
-                    self._evaluate()
+                    self._evaluate(final=True)
+                elif self.evaluate_clients is not None and self._last_client_eval != self.version:
+                    self.history[-1].update(self._client_metrics())  # the final model's, for summary.json
             self.status = "completed"
         except KeyboardInterrupt:
             self.status = "interrupted"
@@ -617,20 +634,26 @@ class AsyncFLLoop:
         if self.version >= self.max_steps and self.stop_reason is None:
             self._stop("max_steps")
 
-    def _evaluate(self) -> None:
+    def _client_metrics(self) -> dict[str, float]:
+        self._last_client_eval = self.version
+        return self.evaluate_clients(self.global_state, self.version)
+
+    def _evaluate(self, final: bool = False) -> None:
         metrics = self.evaluate_fn(self.global_state)
+        if self.evaluate_clients is not None and (final or self.version >= self.max_steps or self.version % self.clients_every == 0):
+            metrics = {**metrics, **self._client_metrics()}
         self._last_eval = self.version
         row = {"version": self.version, "client_updates": self.counts["arrived"], "virtual_time": self.now, "wall_time": self.wall_time, **metrics}
         self.history.append(row)
         self._call("on_evaluate", self, self.version, metrics)
-        accuracy = metrics.get("test_accuracy")
+        accuracy = metrics.get(self.target_metric)
         if self.target_accuracy is not None and accuracy is not None and accuracy >= self.target_accuracy and self.stop_reason is None:
             self._stop("target_accuracy")
 
     def _check_stop_rules(self) -> None:
         """Set the stop reason from the stop rules alone (a resumed run may have new ones)."""
         self.stop_reason = None
-        accuracy = self.history[-1].get("test_accuracy") if self.history and self._last_eval == self.version else None
+        accuracy = self.history[-1].get(self.target_metric) if self.history and self._last_eval == self.version else None
         if self.version >= self.max_steps:
             self._stop("max_steps")
         elif self.max_updates is not None and self.counts["arrived"] >= self.max_updates:
@@ -695,6 +718,7 @@ class AsyncFLLoop:
             "history": [dict(row) for row in self.history],
             "next_job": self._next_job,
             "last_eval": self._last_eval,
+            "last_client_eval": self._last_client_eval,
             "peak_snapshots": self.peak_snapshots,
             "idle_wakeups": self._idle_wakeups,
             "dispatch_pending": self._dispatch_pending,
@@ -746,6 +770,7 @@ class AsyncFLLoop:
         self.rejected = Counter(state["rejected"])
         self.history = [dict(row) for row in state["history"]]
         self._next_job, self._last_eval = int(state["next_job"]), int(state["last_eval"])
+        self._last_client_eval = int(state.get("last_client_eval", -1))
         self.peak_snapshots = int(state["peak_snapshots"])
         self._idle_wakeups = int(state["idle_wakeups"])
         self._dispatch_pending = bool(state["dispatch_pending"])

@@ -28,17 +28,19 @@ from lightning_asyncfl import seeding
 from lightning_asyncfl.availability import Availability
 from lightning_asyncfl.checkpoint import Checkpointer, find_checkpoint, load_checkpoint
 from lightning_asyncfl.faults import Faults
-from lightning_asyncfl.callbacks import Callback, ClientMetricsCSV, LoggerCallback, MetricsCSV, ProgressBar, UpdatesCSV, build_loggers, check_loggers, write_run_figures
+from lightning_asyncfl.callbacks import Callback, ClientMetricsCSV, ClientTrainingCSV, LoggerCallback, MetricsCSV, ProgressBar, RunFigures, UpdatesCSV, build_loggers, check_loggers
 from lightning_asyncfl.data.report import write_partition_report
 from lightning_asyncfl.client import PRECISIONS, Evaluator, TrainerSpec, check_client_settings, check_model
-from lightning_asyncfl.errors import ConfigError, InvalidValue, InvalidValues, require, require_choice
+from lightning_asyncfl.errors import ConfigError, InvalidValue, InvalidValues, checking, require, require_choice
 from lightning_asyncfl.aggregators import Scaffold
 from lightning_asyncfl.attacks import Attack
 from lightning_asyncfl.client_algorithms import ClientAlgorithm
 from lightning_asyncfl.client_algorithms import Scaffold as ScaffoldClient
 from lightning_asyncfl.schedulers.base import Scheduler
+from lightning_asyncfl.evaluation import CLIENT_COLUMNS, ClientEvaluator
 from lightning_asyncfl.loop import AsyncFLLoop, check_loop_settings
 from lightning_asyncfl.state import ModelState
+from lightning_asyncfl.unused_keys import given_overrides, unused_key_warnings
 from lightning_asyncfl.system import SystemModel, training_flops_per_example
 
 log = logging.getLogger(__name__)
@@ -46,8 +48,8 @@ T = TypeVar("T")
 
 #: what a resumed run may change: how it runs and when it stops, never what it computes
 RESUME_MAY_CHANGE = (
-    "resume", "progress", "output_dir", "checkpoint", "executor", "callbacks", "logger", "optimized_metric",
-    "server.max_steps", "server.max_updates", "server.max_time", "server.target_accuracy",
+    "resume", "progress", "output_dir", "checkpoint", "executor", "callbacks", "logger", "optimized_metric", "figures",
+    "server.max_steps", "server.max_updates", "server.max_time", "server.target_accuracy", "server.target_metric",
 )  # fmt: skip
 
 
@@ -191,13 +193,29 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     problems.check("eval", lambda: require(isinstance(cfg.eval.batch_size, int) and cfg.eval.batch_size >= 1, "batch_size", cfg.eval.batch_size, "an integer >= 1"))
     eval_precision = cfg.eval.get("precision")
     problems.check("eval", lambda: eval_precision is None or require_choice("precision", str(eval_precision), PRECISIONS))
+    val_fraction, clients_every = cfg.eval.get("val_fraction", 0.0), cfg.eval.get("clients_every")
+    problems.check("eval", lambda: _check_eval_settings(cfg.eval, cfg.server.get("eval_every", 1)))
     client_ok = problems.check("client", lambda: check_client_settings(**cfg.client))
+    order = (cfg.get("figures") or {}).get("participation_order", "id")
+    problems.check("figures", lambda: require_choice("participation_order", order, ["id", "speed"]))
     partition = problems.build("partition", lambda: _instantiate_logged("partition", cfg.partition))
     data = None
     if partition is not None:
         data = problems.build("data", lambda: _instantiate_logged("data", cfg.data, partition=partition, seed=seed))
+    if data is not None and not problems.check("eval", lambda: data.hold_out_validation(val_fraction)):
+        data = None
     if data is not None and not problems.check("data", lambda: data.setup("fit")):
         data = None
+    if data is not None and clients_every is not None and data.client_test_indices is None:
+        problems.items.append(
+            f"eval.clients_every={clients_every} needs each client's own test data: set partition.client_test_fraction "
+            "in (0, 1) (or use data with a natural per-client test split)"
+        )
+    if cfg.server.get("target_accuracy") is not None and cfg.server.get("target_metric", "test_accuracy") == "val_accuracy" and not val_fraction:
+        problems.items.append(
+            "server.target_metric=val_accuracy needs a validation split: set eval.val_fraction in (0, 1), "
+            "or server.target_metric=test_accuracy"
+        )
     model = problems.build("model", lambda: _seeded(seed, lambda: _instantiate_logged("model", cfg.model)))
     if model is not None and not isinstance(model, L.LightningModule):
         problems.items.append(f"model._target_ must be a LightningModule, got {type(model).__name__}")
@@ -258,15 +276,30 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         problems.check("model", lambda: logged.extend(check_model(
             model, data.train_dataset, data.client_indices, data.test_dataset, settings=dict(cfg.client), algorithm=algorithm, eval_batch_size=int(cfg.eval.batch_size),
         )))  # fmt: skip
-    loop_keys = {k: cfg.server[k] for k in ("max_steps", "max_staleness", "eval_every", "max_updates", "max_time", "target_accuracy", "on_client_error", "max_retries") if k in cfg.server}
+    loop_keys = {k: cfg.server[k] for k in ("max_steps", "max_staleness", "eval_every", "max_updates", "max_time", "target_accuracy", "target_metric", "on_client_error", "max_retries") if k in cfg.server}
     problems.check("server", lambda: check_loop_settings(**loop_keys))
     problems.check("", lambda: check_loop_settings(max_steps=1, clock=cfg.get("clock", "virtual")))
     problems.raise_if_any()
+    for message in unused_key_warnings(cfg, {"server.aggregator": aggregator}, given_overrides()):
+        log.warning(message)
     return {
         "data": data, "model": model, "aggregator": aggregator, "scheduler": scheduler, "delay": delay, "executor": executor,
         "attack": attack, "availability": availability, "faults": faults, "algorithm": algorithm, "callbacks": callbacks,
         "system": system, "time_to_accuracy": [float(t) for t in targets], "loop_keys": loop_keys, "client_metrics": logged,
     }  # fmt: skip
+
+
+def _check_eval_settings(node: Any, eval_every: Any) -> None:
+    """Raise for every ``eval`` key outside what is allowed (validation split, per-client evaluation)."""
+    with checking() as check:
+        fraction = node.get("val_fraction", 0.0)
+        check(isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0 <= fraction < 1, "val_fraction", fraction, "in [0, 1)")
+        every = node.get("clients_every")
+        if every is not None:
+            ok = isinstance(every, int) and not isinstance(every, bool) and every >= 1
+            check(ok and isinstance(eval_every, int) and every % eval_every == 0, "clients_every", every, f"null or a positive multiple of server.eval_every ({eval_every})")
+        threshold = node.get("clients_threshold", 0.5)
+        check(isinstance(threshold, (int, float)) and 0 <= threshold <= 1, "clients_threshold", threshold, "in [0, 1]")
 
 
 def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -363,6 +396,30 @@ def _write_summary(out: Path, summary: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def split_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The validation split's and the per-client evaluation's part of ``summary.json``, from the evaluation rows.
+
+    ``final_val_accuracy``, ``best_val_accuracy``, ``final_val_loss`` (None without a
+    validation split) and ``final_client_metrics``: the per-client summary columns of the
+    last evaluation that has them, with its ``version`` ({} without per-client evaluation).
+    """
+    final = history[-1] if history else {}
+    val = [row["val_accuracy"] for row in history if row.get("val_accuracy") is not None]
+    clients = next((row for row in reversed(history) if "clients_evaluated" in row), None)
+    return {
+        "final_val_accuracy": final.get("val_accuracy"),
+        "best_val_accuracy": max(val) if val else None,
+        "final_val_loss": final.get("val_loss"),
+        "final_client_metrics": {} if clients is None else {"version": clients["version"], **{k: v for k, v in clients.items() if k.startswith(CLIENT_COLUMNS)}},
+    }
+
+
+def run_title(cfg: DictConfig, aggregator: Any, data: Any) -> str:
+    """A figure title with the run's key hyperparameters: aggregator, data, partition, clients, seed."""
+    partition = repr(data.partition)
+    return f"{aggregator!r} on {type(data).__name__}, {partition}, {data.num_clients} clients, seed {cfg.seed}"
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the experiment ``cfg`` (a composed ``conf/config.yaml``); returns the summary dict.
 
@@ -381,7 +438,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     data, template = parts["data"], parts["model"]
     client = cfg.client
     eval_precision = str(cfg.eval.get("precision") or client.precision)
-    evaluator = Evaluator(copy.deepcopy(template), data.test_dataset, batch_size=int(cfg.eval.batch_size), accelerator=client.accelerator, precision=eval_precision)
+    evaluator = Evaluator(
+        copy.deepcopy(template), data.test_dataset, batch_size=int(cfg.eval.batch_size), accelerator=client.accelerator,
+        precision=eval_precision, val_dataset=data.val_dataset,
+    )  # fmt: skip
+    clients_every = cfg.eval.get("clients_every")
+    client_evaluator = None
+    if clients_every is not None:
+        client_evaluator = ClientEvaluator(
+            copy.deepcopy(template), data.client_test_source, data.client_test_indices, batch_size=int(cfg.eval.batch_size),
+            accelerator=client.accelerator, precision=eval_precision, threshold=float(cfg.eval.get("clients_threshold", 0.5)),
+        )  # fmt: skip
 
     make_trainer = TrainerSpec(  # picklable: process and Ray workers build their trainers from it
         module=template, train_dataset=data.train_dataset, client_indices=data.client_indices, settings=dict(client),
@@ -389,12 +456,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )  # fmt: skip
 
     logged = parts["client_metrics"]
-    callbacks: list[Callback] = [MetricsCSV(out / "metrics.csv"), UpdatesCSV(out / "updates.csv", logged), ClientMetricsCSV(out / "client_metrics.csv", logged)]
+    callbacks: list[Callback] = [MetricsCSV(out / "metrics.csv"), UpdatesCSV(out / "updates.csv", logged), ClientTrainingCSV(out / "client_training.csv", logged)]
+    if client_evaluator is not None:
+        callbacks.append(ClientMetricsCSV(out / "client_metrics.csv", client_evaluator))
     if cfg.get("progress", True):
         callbacks.append(ProgressBar())
     callbacks += parts["callbacks"]
+    figures = RunFigures(
+        out, title=run_title(cfg, parts["aggregator"], data),
+        participation_order=str((cfg.get("figures") or {}).get("participation_order", "id")),
+    )  # fmt: skip
+    callbacks.append(figures)  # on_run_end: written before the loggers send them and close
     if cfg.get("logger"):  # TensorBoard, W&B, MLflow, ... (conf/logger/); their files go into the run directory
-        callbacks.append(LoggerCallback(build_loggers(cfg.logger, out), hparams=_plain(cfg)))
+        callbacks.append(LoggerCallback(build_loggers(cfg.logger, out), hparams=_plain(cfg), figures=lambda: figures.written))
     checkpointer = None
     checkpoint = cfg.get("checkpoint") or {}
     if checkpoint.get("enabled", True):
@@ -416,6 +490,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         checkpointer=checkpointer,
         system=parts["system"],
         time_to_accuracy=parts["time_to_accuracy"],
+        evaluate_clients=client_evaluator,
+        clients_every=clients_every,
         **parts["loop_keys"],
     )
     log.info("Running %r with %d clients (%d training samples), output in %s", loop, loop.num_clients, sum(data.num_samples), out)
@@ -424,12 +500,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         summary = loop.run(resume=resume)
     except BaseException:
-        _write_summary(out, {**loop.summary(), **extra})
+        _write_summary(out, {**loop.summary(), **split_summary(loop.history), **extra})
         log.warning("run %s: summary.json and the last checkpoint (%s) are in %s", loop.status, loop.last_checkpoint, out.resolve())
         raise
     torch.save(loop.global_state.to("cpu").state_dict(), out / "final_model.pt")
-    write_run_figures(out, loop.history, title=f"{type(parts['aggregator']).__name__} on {type(data).__name__}", num_clients=loop.num_clients)
-    summary = _write_summary(out, {**summary, **extra})
+    summary = _write_summary(out, {**summary, **split_summary(loop.history), **extra})
     accuracy = summary["final_accuracy"]
     log.info(
         "Done: %d versions, %d client updates, virtual time %.1f, wall %.1fs, test accuracy %s. Results in %s",

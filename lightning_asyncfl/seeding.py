@@ -1,7 +1,7 @@
 """Separate, named random streams derived from the run's one seed.
 
-Partitioning, the scheduler's choices, the delays, model initialisation and every job's
-local training each draw from their own stream, so changing one (say, the delay model)
+Partitioning, the validation and per-client test splits, the scheduler's choices, the
+delays, model initialisation and every job's local training each draw from their own stream, so changing one (say, the delay model)
 never shifts the others, and a job's randomness depends on ``(seed, job id)``
 only, never on which worker runs it.
 """
@@ -19,6 +19,8 @@ ATTACK = 5  # which clients are malicious
 AVAILABILITY = 6  # check-in order, unavailability windows, dropouts
 FAULTS = 7  # injected client faults
 DEVICES = 8  # each client's device (compute speed, bandwidths)
+VALIDATION = 9  # the server-side validation split held out of the training set
+CLIENT_TEST = 10  # each client's own test split (sub-stream per client id)
 
 
 def stream(seed: int, *key: int) -> np.random.Generator:

@@ -55,11 +55,11 @@ def test_objective_is_the_summary_value_named_by_optimized_metric(metric, key):
     assert value == summary[key] and type(value) is float
 
 
-def test_default_optimized_metric_is_final_accuracy_and_none_stays_none():
+def test_default_optimized_metric_is_the_validation_accuracy_and_none_stays_none():
     cfg = compose()
 
-    assert cfg.optimized_metric == "final_accuracy"
-    assert objective(cfg, {"final_accuracy": None}) is None
+    assert cfg.optimized_metric == "final_val_accuracy"  # a sweep selects on validation, never on test
+    assert objective(cfg, {"final_val_accuracy": None}) is None
 
 
 def test_unknown_optimized_metric_names_the_key_the_value_and_every_metric():

@@ -201,7 +201,7 @@ def test_metrics_csv_has_one_row_per_evaluation_including_version_0_and_the_end(
     # Assert
     header, rows = _read_csv(Path(cfg.output_dir) / "metrics.csv")
     assert header[:4] == ["version", "client_updates", "virtual_time", "wall_time"]
-    assert set(header[4:]) == {"test_loss", "test_accuracy"}
+    assert set(header[4:]) == {"test_loss", "test_accuracy", "val_loss", "val_accuracy"}  # the validation split is on by default
     assert [int(row["version"]) for row in rows] == [0, 4, 8, 10]
     assert int(rows[0]["client_updates"]) == 0 and float(rows[0]["virtual_time"]) == 0.0
     last = rows[-1]

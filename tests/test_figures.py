@@ -147,3 +147,44 @@ def test_participation_of_a_large_federation_is_drawn_as_grouped_bars(tmp_path):
 def test_a_client_id_outside_the_federation_is_an_error_that_names_it():
     with pytest.raises(ValueError, match=r"client_id must be in \[0, 3\) with num_clients=3, got 7"):
         participation_counts([{"client_id": 7, "status": "accepted"}], num_clients=3)
+
+
+@pytest.mark.filterwarnings("ignore:No artists with labels")  # the bars are recorded, not drawn
+def test_participation_sorted_by_speed_puts_the_fastest_client_first(tmp_path, monkeypatch):
+    # Prepare: client 2 is fastest (mean 1.0), then 0 (mean 2.0), then 1 (3.0); client 3 never sent anything
+    import lightning_asyncfl.callbacks.plots as plots
+
+    rows = [
+        {"client_id": 0, "staleness": 0, "status": "accepted", "dispatch_time": 0.0, "arrival_time": 1.0},
+        {"client_id": 0, "staleness": 0, "status": "accepted", "dispatch_time": 1.0, "arrival_time": 4.0},
+        {"client_id": 1, "staleness": 1, "status": "stale", "dispatch_time": 0.0, "arrival_time": 3.0},
+        {"client_id": 2, "staleness": 0, "status": "accepted", "dispatch_time": 0.0, "arrival_time": 1.0},
+    ]
+    heights = []
+    monkeypatch.setattr(plots, "_bars", lambda ax, sizes, h, bottom, color, label: heights.append(list(h)))
+
+    # Execute
+    order = plots.client_speed_order(rows, 4)
+    plot_participation(rows, tmp_path / "p.png", num_clients=4, order="speed")
+
+    # Assert: bars in speed order: accepted counts [1, 2, 0, 0], stale [0, 0, 1, 0]
+    assert order.tolist() == [2, 0, 1, 3]
+    assert heights == [[1, 2, 0, 0], [0, 0, 1, 0]]
+    with pytest.raises(ValueError, match="figures.participation_order must be one of: id, speed, got 'fast'"):
+        plot_participation(rows, tmp_path / "p.png", num_clients=4, order="fast")
+
+
+def test_figure_titles_carry_the_run_key_hyperparameters(make_cfg, monkeypatch):
+    import lightning_asyncfl.callbacks.plots as plots
+
+    titles = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path, title: titles.append(title) or save(fig, path, title))
+
+    run(make_cfg("server.aggregator.alpha=0.3", "seed=3", "partition.beta=0.7"))
+
+    assert len(titles) == 3 and len(set(titles)) == 1
+    assert titles[0] == (
+        "FedAsync(alpha=0.3, staleness=Polynomial(a=0.5)) on Digits, Dirichlet(beta=0.7, min_samples=10, max_tries=1000), "
+        "20 clients, seed 3"
+    )

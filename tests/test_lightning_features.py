@@ -154,7 +154,7 @@ def test_a_resumed_run_with_module_metrics_equals_the_uninterrupted_run(make_cfg
     resumed = run(compose(["progress=false", f"resume={tmp_path / 'short'}", "server.max_steps=18"]))
 
     assert resumed["final_accuracy"] == longer["final_accuracy"]
-    for name in ("metrics.csv", "updates.csv", "client_metrics.csv"):
+    for name in ("metrics.csv", "updates.csv", "client_training.csv"):
         a = [r for r in csv.DictReader((tmp_path / "short" / name).open()) if "wall_time" not in r or r.pop("wall_time") is not None]
         b = [r for r in csv.DictReader((tmp_path / "longer" / name).open()) if "wall_time" not in r or r.pop("wall_time") is not None]
         assert a == b, name
@@ -165,7 +165,7 @@ def test_client_metrics_are_flat_columns_of_updates_csv_and_per_version_means(ma
     out = tmp_path / "run"
 
     updates = list(csv.DictReader((out / "updates.csv").open()))
-    per_version = list(csv.DictReader((out / "client_metrics.csv").open()))
+    per_version = list(csv.DictReader((out / "client_training.csv").open()))
 
     assert "metrics" not in updates[0] and {"client/loss", "client/train_acc"} <= set(updates[0])
     assert all(0.0 <= float(r["client/train_acc"]) <= 1.0 for r in updates if r["status"] == "accepted")

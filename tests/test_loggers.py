@@ -15,13 +15,14 @@ from lightning_asyncfl.callbacks import check_loggers
 from lightning_asyncfl.errors import ConfigError
 from lightning_asyncfl.run import run
 
-LOGGED = ("test_accuracy", "test_loss", "client_updates", "virtual_time", "wall_time")
+LOGGED = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "client_updates", "virtual_time", "wall_time")
+FIGURES = ("accuracy", "staleness", "participation")  # the PNGs every run writes
 CLIENT = ("client/loss", "client/loss_weighted")  # what the built-in model's training_step logs, per version
 
 
 def read_client_metrics(out: Path) -> dict[int, dict[str, float]]:
-    """client_metrics.csv by version."""
-    with (out / "client_metrics.csv").open(newline="") as file:
+    """client_training.csv by version."""
+    with (out / "client_training.csv").open(newline="") as file:
         return {int(row["version"]): {k: float(v) for k, v in row.items() if k != "version"} for row in csv.DictReader(file)}
 
 
@@ -96,6 +97,29 @@ def test_tensorboard_logs_every_evaluation_at_its_version(make_cfg):
     assert "seed: 0" in (out / "tensorboard" / "hparams.yaml").read_text()
 
 
+def test_figures_reach_tensorboard_as_images_and_mlflow_as_artifacts(make_cfg):
+    from matplotlib.image import imread
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = make_cfg("logger=[tensorboard,mlflow]")
+    out = Path(cfg.output_dir)
+
+    run(cfg)
+
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert set(events.Tags()["images"]) == set(FIGURES)
+    for tag in FIGURES:
+        (image,) = events.Images(tag)
+        height, width = imread(str(out / f"{tag}.png")).shape[:2]
+        assert (image.step, image.height, image.width) == (12, height, width)
+    found, _ = read_mlflow(out / "mlruns")
+    client = MlflowClient(f"file:{out / 'mlruns'}")
+    artifacts = {Path(a.path).name: a.file_size for a in client.list_artifacts(found.info.run_id, "figures")}
+    assert artifacts == {f"{tag}.png": (out / f"{tag}.png").stat().st_size for tag in FIGURES}
+
+
 def test_mlflow_logs_metric_history_and_config(make_cfg):
     cfg = make_cfg("logger=mlflow")
     out = Path(cfg.output_dir)
@@ -164,7 +188,7 @@ def test_default_csv_adds_no_logger_and_keeps_metrics_csv(make_cfg):
 
     assert cfg.get("logger") in (None, {})
     assert not (out / "tensorboard").exists() and not (out / "mlruns").exists() and not (out / "wandb").exists()
-    assert (out / "metrics.csv").read_text().splitlines()[0] == "version,client_updates,virtual_time,wall_time,test_loss,test_accuracy"
+    assert (out / "metrics.csv").read_text().splitlines()[0] == "version,client_updates,virtual_time,wall_time,test_loss,test_accuracy,val_loss,val_accuracy"
     assert read_metrics(out)[12]["test_accuracy"] == summary["final_accuracy"]
 
 

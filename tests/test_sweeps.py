@@ -56,7 +56,8 @@ def test_optuna_search_writes_the_best_trial_of_the_fedasync_search_space(tmp_pa
         assert {f"server.aggregator.{k}": v for k, v in params.items()} == {k: yaml.safe_load(v) for k, v in given.items() if k.startswith("server.aggregator.")}
         assert 0.1 <= params["alpha"] < 1.0 and 0.0 <= params["a"] < 10.0
         assert isinstance(params["b"], int) and 0 <= params["b"] <= 16
-        trials.append((summary["final_accuracy"], params))
+        assert composed.optimized_metric == "final_val_accuracy"  # tuned on the validation split, never on test
+        trials.append((summary["final_val_accuracy"], params))
     assert trials[0][1] != trials[1][1], "the sampler must propose two different points"
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     best_accuracy, best_params = max(trials, key=lambda trial: trial[0])  # the first of equal ones, as Optuna

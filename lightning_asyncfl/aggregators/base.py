@@ -6,6 +6,8 @@ import abc
 from collections.abc import Sequence
 from typing import Any
 
+from lightning_asyncfl.aggregators.robust import unused_robust_keys
+from lightning_asyncfl.aggregators.staleness import Staleness, unused_staleness_keys
 from lightning_asyncfl.buffer import UpdateBuffer
 from lightning_asyncfl.errors import require
 from lightning_asyncfl.state import ClientUpdate, ModelState
@@ -38,6 +40,20 @@ class AsyncAggregator(abc.ABC):
     @abc.abstractmethod
     def aggregate(self, global_state: ModelState, updates: Sequence[ClientUpdate], version: int) -> ModelState:
         """The next global model from the current one (``version``) and the buffered updates."""
+
+    def unused_keys(self) -> dict[str, str]:
+        """Constructor keys that have no effect with this instance's other settings, each with why.
+
+        The default covers the shared keys: the staleness function's ``a``/``b`` (an
+        attribute ``staleness``) and the robust rule's ``trim``/``krum_f``/``krum_m`` (an
+        attribute ``rule``). A run warns about a key listed here that was set.
+        """
+        unused: dict[str, str] = {}
+        if isinstance(getattr(self, "staleness", None), Staleness):
+            unused.update(unused_staleness_keys(self.staleness))
+        if isinstance(getattr(self, "rule", None), str):
+            unused.update(unused_robust_keys(self.rule))
+        return unused
 
     def state_dict(self) -> dict[str, Any]:
         """Server-side state to checkpoint (tensors and plain values only)."""

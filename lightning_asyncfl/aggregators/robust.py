@@ -38,6 +38,16 @@ def check_robust(check: Callable[[bool, str, Any, str], None], *, rule: str, tri
     check(clip_norm is None or clip_norm > 0, "clip_norm", clip_norm, "null or > 0")
 
 
+def unused_robust_keys(rule: str) -> dict[str, str]:
+    """The robust keys that ``rule`` ignores, each with why."""
+    unused = {}
+    if rule != "trimmed_mean":
+        unused["trim"] = f"trim acts only with rule=trimmed_mean, the rule is {rule}"
+    if rule != "krum":
+        unused.update({key: f"{key} acts only with rule=krum, the rule is {rule}" for key in ("krum_f", "krum_m")})
+    return unused
+
+
 def robust_combine(deltas: Tensor, *, rule: str, trim: float = 0.2, krum_f: int = 1, krum_m: int = 1, clip_norm: float | None = None) -> Tensor:
     """The ``[K, P]`` deltas clipped to ``clip_norm`` (if set) and combined by ``rule`` into one ``[P]`` vector.
 

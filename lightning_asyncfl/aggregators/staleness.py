@@ -72,6 +72,15 @@ class Hinge(Staleness):
         return 1.0 / (self.a * (staleness - self.b) + 1.0)
 
 
+def unused_staleness_keys(staleness: Staleness) -> dict[str, str]:
+    """The keys ``a``/``b`` that ``staleness`` ignores, each with why."""
+    if isinstance(staleness, Constant):
+        return {key: "staleness=constant uses neither a nor b" for key in ("a", "b")}
+    if isinstance(staleness, Polynomial):
+        return {"b": "staleness=polynomial uses only a; b acts only under staleness=hinge"}
+    return {}
+
+
 STALENESS_FUNCTIONS = {"constant": Constant, "polynomial": Polynomial, "hinge": Hinge}
 
 

@@ -131,3 +131,44 @@ class MetricsCSV(_CSVWriter):
     def on_evaluate(self, loop: Any, version: int, metrics: dict[str, float]) -> None:
         row = loop.history[-1]
         self._write(row, list(row))
+
+
+CLIENT_COLUMNS = ["version", "client_id", "num_samples", "loss", "accuracy"]
+
+
+class ClientMetricsCSV(_CSVWriter):
+    """``client_metrics.csv``: one row per client at every per-client evaluation (the full vectors).
+
+    Args:
+        path: the file to write.
+        evaluator: the per-client evaluator whose latest vectors (``last``) are written.
+    """
+
+    def __init__(self, path: str | Path, evaluator: Any) -> None:
+        super().__init__(path)
+        self.evaluator = evaluator
+        self._written = -1
+
+    def on_evaluate(self, loop: Any, version: int, metrics: dict[str, float]) -> None:
+        self._flush_latest()
+
+    def on_run_end(self, loop: Any, summary: dict[str, Any]) -> None:
+        self._flush_latest()  # the final model's vectors when the last evaluation had none
+        super().on_run_end(loop, summary)
+
+    def _flush_latest(self) -> None:
+        last = self.evaluator.last
+        if last is None or last[0] == self._written:
+            return
+        version, per_client = last
+        for k, n in enumerate(per_client["num_samples"]):
+            row = {"version": version, "client_id": k, "num_samples": int(n), "loss": float(per_client["loss"][k]), "accuracy": float(per_client["accuracy"][k])}
+            self._write(row, CLIENT_COLUMNS)
+        self._written = version
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "written": self._written}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._written = int(state.get("written", -1))

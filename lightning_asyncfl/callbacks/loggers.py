@@ -8,9 +8,10 @@ built by :func:`build_loggers` and driven by :class:`LoggerCallback`:
 - at each evaluation, the row of ``metrics.csv`` (``test_*``, ``client_updates``,
   ``virtual_time``, ``wall_time``) with ``step`` = the global version;
 - at each aggregation, what the applied updates' jobs logged (``client/NAME`` and
-  ``client/NAME_weighted``, see :mod:`lightning_asyncfl.callbacks.client_metrics`) at
+  ``client/NAME_weighted``, see :mod:`lightning_asyncfl.callbacks.client_training`) at
   ``step`` = the new version;
-- at the end, ``finalize("success")`` and the run closed.
+- at the end, the run's figures (TensorBoard images, MLflow artifacts;
+  :meth:`LoggerCallback.log_figures`), then ``finalize("success")`` and the run closed.
 
 A relative ``save_dir`` is inside the run directory, so every logger's files sit next to
 ``metrics.csv``. The backends are optional extras (``pip install "lightning-asyncfl[tensorboard]"``);
@@ -24,7 +25,7 @@ import importlib.util
 import inspect
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from hydra.utils import instantiate
 from lightning.fabric.loggers import Logger
 
 from lightning_asyncfl.callbacks.base import Callback
-from lightning_asyncfl.callbacks.client_metrics import client_means
+from lightning_asyncfl.callbacks.client_training import client_means
 from lightning_asyncfl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -131,11 +132,15 @@ class LoggerCallback(Callback):
     Args:
         loggers: the loggers, by name (from :func:`build_loggers`).
         hparams: the resolved config, logged as hyperparameters at the start.
+        figures: called at the end for the run's figures ``{file name: path}`` (e.g. a
+            :class:`~lightning_asyncfl.callbacks.plots.RunFigures`' ``written``), sent
+            before the loggers close; None: none.
     """
 
-    def __init__(self, loggers: Mapping[str, Logger], *, hparams: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, loggers: Mapping[str, Logger], *, hparams: Mapping[str, Any] | None = None, figures: Callable[[], Mapping[str, Path]] | None = None) -> None:
         self.loggers = dict(loggers)
         self.hparams = dict(hparams or {})
+        self.figures = figures
 
     def __repr__(self) -> str:
         return f"LoggerCallback({', '.join(f'{n}={type(lg).__name__}' for n, lg in self.loggers.items())})"
@@ -160,10 +165,44 @@ class LoggerCallback(Callback):
             logger.save()
 
     def on_run_end(self, loop: Any, summary: dict[str, Any]) -> None:
-        """Finalize every logger and close its run (W&B's ``finish``)."""
+        """Send the run's figures (see :meth:`log_figures`), then finalize every logger and close its run (W&B's ``finish``)."""
+        figures = self.figures() if self.figures is not None else {}
         for logger in self.loggers.values():
+            self.log_figures(logger, figures, step=loop.version)
             logger.save()
             logger.finalize("success")
             finish = getattr(logger.experiment, "finish", None)  # a wandb Run stays open until finished
             if callable(finish):
                 finish()
+                _wandb_flush()
+
+
+    @staticmethod
+    def log_figures(logger: Logger, figures: Mapping[str, str | Path], step: int = 0) -> None:
+        """Send PNG figures to ``logger`` in the form its backend keeps pictures.
+
+        TensorBoard: an image per figure (tag = file name without ``.png``) at ``step``;
+        MLflow: an artifact under ``figures/``. Other loggers get none (the PNGs are in
+        the run directory).
+        """
+        kind = {c.__name__ for c in type(logger).__mro__}
+        for name, path in figures.items():
+            if "TensorBoardLogger" in kind:
+                import matplotlib.image
+
+                image = matplotlib.image.imread(str(path))  # float RGBA in [0, 1]
+                logger.experiment.add_image(Path(name).stem, image[..., :3], global_step=step, dataformats="HWC")
+            elif "MLFlowLogger" in kind:
+                logger.experiment.log_artifact(logger.run_id, str(path), artifact_path="figures")
+
+
+def _wandb_flush() -> None:
+    """Wait until W&B's service has written every record of the finished runs (``finish`` returns before).
+
+    Only when no W&B run is open in this process any more: ``wandb.teardown`` waits for the
+    service and stops it (the next run starts a new one).
+    """
+    import wandb
+
+    if wandb.run is None:
+        wandb.teardown()

@@ -7,8 +7,10 @@
   each against virtual time and against client updates, from the evaluation history;
 - ``staleness.png``: how many accepted updates had each staleness (and, stacked on top,
   how many were rejected as too stale), from ``updates.csv``;
-- ``participation.png``: the rows of ``updates.csv`` per client id, one colour per
-  status (accepted, stale, failed, ...).
+- ``participation.png``: the rows of ``updates.csv`` per client, one colour per
+  status (accepted, stale, failed, ...), in client id order or sorted by speed;
+- ``client_accuracy.png``: a histogram of the global model's accuracy on each client's
+  own test data at the last per-client evaluation (``client_metrics.csv``).
 
 A picture with nothing to show is not written (no ``test_accuracy`` nor ``test_loss``
 logged, no ``updates.csv`` or no row in it). The counting is done by pure functions
@@ -19,12 +21,15 @@ tests can check the numbers behind each picture.
 from __future__ import annotations
 
 import csv
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 import numpy as np
+
+from lightning_asyncfl.callbacks.base import Callback
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -149,18 +154,42 @@ def plot_staleness(updates: Sequence[dict[str, Any]], path: str | Path, title: s
     return _save(fig, path, title)
 
 
-def plot_participation(updates: Sequence[dict[str, Any]], path: str | Path, num_clients: int | None = None, title: str = "") -> Path | None:
-    """Write ``participation.png``: the rows of ``updates.csv`` per client id, one colour per status, stacked.
+def client_speed_order(updates: Sequence[dict[str, Any]], num_clients: int) -> np.ndarray:
+    """Client ids, fastest first: by mean job duration (``arrival_time - dispatch_time``) in ``updates``.
+
+    Clients without a row come last; ties keep id order.
+    """
+    total, jobs = np.zeros(num_clients), np.zeros(num_clients)
+    for row in updates:
+        k = int(row["client_id"])
+        total[k] += float(row["arrival_time"]) - float(row["dispatch_time"])
+        jobs[k] += 1
+    mean = np.where(jobs > 0, total / np.maximum(jobs, 1), np.inf)
+    return np.argsort(mean, kind="stable")
+
+
+def plot_participation(
+    updates: Sequence[dict[str, Any]], path: str | Path, num_clients: int | None = None, title: str = "", order: str = "id"
+) -> Path | None:
+    """Write ``participation.png``: the rows of ``updates.csv`` per client, one colour per status, stacked.
 
     One bar per client; with more than :data:`MAX_BARS` clients, one bar per run of
-    consecutive ids, its height the mean per client over the run.
+    consecutive positions, its height the mean per client over the run.
+
+    Args:
+        order: ``id`` (client id order) or ``speed`` (fastest first, see :func:`client_speed_order`).
 
     Returns:
         ``path``, or None (nothing written) when ``updates`` is empty.
     """
+    if order not in ("id", "speed"):
+        raise ValueError(f"figures.participation_order must be one of: id, speed, got {order!r}")
     if not updates:
         return None
     counts = participation_counts(updates, num_clients)
+    if order == "speed":
+        ranked = client_speed_order(updates, len(next(iter(counts.values()))))
+        counts = {status: per_client[ranked] for status, per_client in counts.items()}
     fig, ax = plt.subplots(figsize=(10, 4))
     bottom = None
     for i, (status, per_client) in enumerate(counts.items()):
@@ -172,7 +201,8 @@ def plot_participation(updates: Sequence[dict[str, Any]], path: str | Path, num_
         bottom = bottom + heights
     total = sum(counts.values())
     per_bar = "" if sizes[0] == 1 else f"; each bar: mean over {sizes[0]} consecutive ids"
-    ax.set_xlabel(f"client id ({int((total > 0).sum())} of {len(total)} clients sent updates{per_bar})")
+    what = "client id" if order == "id" else "clients, fastest first (mean job duration)"
+    ax.set_xlabel(f"{what} ({int((total > 0).sum())} of {len(total)} clients sent updates{per_bar})")
     ax.set_ylabel("updates per client")
     if sizes[0] == 1:
         ax.yaxis.get_major_locator().set_params(integer=True)
@@ -180,14 +210,61 @@ def plot_participation(updates: Sequence[dict[str, Any]], path: str | Path, num_
     return _save(fig, path, title)
 
 
-def write_run_figures(out_dir: str | Path, history: Sequence[dict[str, Any]], title: str = "", num_clients: int | None = None) -> dict[str, Path]:
-    """Write every picture of a run into ``out_dir``; ``updates.csv`` is read from there.
+def read_client_metrics(path: str | Path) -> dict[str, np.ndarray] | None:
+    """The last per-client evaluation of a ``client_metrics.csv``: ``version``, ``num_samples``, ``accuracy``, ``loss``; None without one."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with path.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    if not rows:
+        return None
+    version = max(int(row["version"]) for row in rows)
+    last = sorted((row for row in rows if int(row["version"]) == version), key=lambda row: int(row["client_id"]))
+    return {
+        "version": np.asarray(version),
+        "num_samples": np.asarray([int(row["num_samples"]) for row in last]),
+        "accuracy": np.asarray([float(row["accuracy"]) for row in last]),
+        "loss": np.asarray([float(row["loss"]) for row in last]),
+    }
+
+
+def plot_client_accuracy(per_client: dict[str, np.ndarray] | None, path: str | Path, title: str = "", threshold: float | None = None) -> Path | None:
+    """Write ``client_accuracy.png``: a histogram of the accuracy of each client with test samples.
+
+    Returns:
+        ``path``, or None (nothing written) without per-client metrics.
+    """
+    if per_client is None:
+        return None
+    accuracy = per_client["accuracy"][per_client["num_samples"] > 0]
+    if not len(accuracy):
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist(accuracy, bins=np.linspace(0, 1, 21), color="tab:blue", edgecolor="white")
+    mean, worst = accuracy.mean(), np.sort(accuracy)[: max(1, -(-len(accuracy) // 10))].mean()
+    ax.axvline(mean, color="black", linewidth=1, label=f"mean {mean:.3f}")
+    ax.axvline(worst, color="tab:red", linestyle="--", linewidth=1, label=f"worst 10% {worst:.3f}")
+    if threshold is not None:
+        ax.axvline(threshold, color="tab:gray", linestyle=":", linewidth=1, label=f"threshold {threshold:g}")
+    ax.set_xlabel(f"accuracy on the client's own test data (version {int(per_client['version'])}, {len(accuracy)} clients)")
+    ax.set_ylabel("clients")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.legend()
+    return _save(fig, path, title)
+
+
+def write_run_figures(
+    out_dir: str | Path, history: Sequence[dict[str, Any]], title: str = "", num_clients: int | None = None, participation_order: str = "id"
+) -> dict[str, Path]:
+    """Write every picture of a run into ``out_dir``; ``updates.csv`` and ``client_metrics.csv`` are read from there.
 
     Args:
         out_dir: the run directory.
         history: the loop's evaluation rows (as in ``metrics.csv``).
-        title: the title of every figure, e.g. ``FedBuff on Digits``.
+        title: the title of every figure: the run's key hyperparameters.
         num_clients: the federation's size (clients that never sent an update show as 0).
+        participation_order: ``id`` or ``speed`` (see :func:`plot_participation`).
 
     Returns:
         The written files by name, e.g. ``{"accuracy.png": Path(...), ...}``; a picture
@@ -198,9 +275,31 @@ def write_run_figures(out_dir: str | Path, history: Sequence[dict[str, Any]], ti
     written = {
         "accuracy.png": plot_accuracy(history, out_dir / "accuracy.png", title),
         "staleness.png": plot_staleness(updates, out_dir / "staleness.png", title),
-        "participation.png": plot_participation(updates, out_dir / "participation.png", num_clients, title),
+        "participation.png": plot_participation(updates, out_dir / "participation.png", num_clients, title, participation_order),
+        "client_accuracy.png": plot_client_accuracy(read_client_metrics(out_dir / "client_metrics.csv"), out_dir / "client_accuracy.png", title),
     }
     return {name: path for name, path in written.items() if path is not None}
+
+
+class RunFigures(Callback):
+    """Writes the run's figures (:func:`write_run_figures`) when the run completes, before the loggers close.
+
+    Args:
+        out_dir: the run directory (``updates.csv`` and ``client_metrics.csv`` are read there).
+        title: the title of every figure.
+        participation_order: ``id`` or ``speed``.
+
+    Attributes:
+        written: the figures written, by file name ({} until the run completed).
+    """
+
+    def __init__(self, out_dir: str | Path, *, title: str = "", participation_order: str = "id") -> None:
+        self.out_dir, self.title, self.participation_order = Path(out_dir), title, participation_order
+        self.written: dict[str, Path] = {}
+
+    def on_run_end(self, loop: Any, summary: dict[str, Any]) -> None:
+        if loop.status == "completed":
+            self.written = write_run_figures(self.out_dir, loop.history, self.title, loop.num_clients, self.participation_order)
 
 
 def _bars(ax: Any, sizes: np.ndarray, heights: np.ndarray, bottom: np.ndarray, color: str, label: str) -> None:
@@ -212,7 +311,7 @@ def _bars(ax: Any, sizes: np.ndarray, heights: np.ndarray, bottom: np.ndarray, c
 
 def _save(fig: Any, path: str | Path, title: str) -> Path:
     if title:
-        fig.suptitle(title)
+        fig.suptitle(textwrap.fill(title, int(12 * fig.get_figwidth())), fontsize="medium")  # about 12 characters an inch
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)

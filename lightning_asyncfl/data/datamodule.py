@@ -50,6 +50,33 @@ def stratified_split(
     return np.sort(np.concatenate(train)).astype(np.int64), np.sort(np.concatenate(test)).astype(np.int64)
 
 
+def client_test_split(parts: Sequence[np.ndarray], fraction: float, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Split each client's indices into its training and its local test part.
+
+    Client k's indices are shuffled by ``stream(seed, CLIENT_TEST, k)`` and
+    ``min(round(fraction * n_k), n_k - 1)`` of them become its test part (a client keeps at
+    least one training sample).
+
+    Returns:
+        ``(train_parts, test_parts)``, one sorted int64 array per client each.
+    """
+    train, test = [], []
+    for k, part in enumerate(parts):
+        order = seeding.stream(seed, seeding.CLIENT_TEST, k).permutation(np.asarray(part, dtype=np.int64))
+        n_test = max(0, min(int(round(fraction * len(order))), len(order) - 1))
+        test.append(np.sort(order[:n_test]))
+        train.append(np.sort(order[n_test:]))
+    return train, test
+
+
+def _subset(dataset: Dataset, indices: np.ndarray) -> Dataset:
+    """``dataset[indices]``: a gathered ``TensorDataset`` (the evaluator's fast path) or a ``Subset``."""
+    if isinstance(dataset, TensorDataset):
+        idx = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        return TensorDataset(*(t[idx] for t in dataset.tensors))
+    return Subset(dataset, np.asarray(indices).tolist())
+
+
 def tensor_dataset(features: np.ndarray, labels: np.ndarray, *, dtype: torch.dtype = torch.float32) -> TensorDataset:
     """A ``TensorDataset`` of features (float32, or ``dtype``: int64 for token ids) and int64 labels."""
     return TensorDataset(
@@ -79,10 +106,12 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
 
     After :meth:`setup`: ``train_dataset``, ``test_dataset``, ``train_targets`` (int64
     labels of the training set), ``client_indices`` (one int64 tensor per client) and
-    ``num_samples`` (one count per client). A dataset with its own per-client test data
-    (LEAF's per-user split) also sets ``client_test_source`` (the dataset the indices
-    point into) and ``client_test_indices`` (one int64 tensor per client); both stay
-    ``None`` otherwise.
+    ``num_samples`` (one count per client); with a validation split
+    (:meth:`hold_out_validation`), ``val_indices`` (int64, into the training set, no
+    client's) and ``val_dataset``; with per-client test data, ``client_test_source``
+    (the dataset the indices point into) and ``client_test_indices`` (one int64 tensor
+    per client into it), both None when there is none. A dataset with its own per-client
+    test data (LEAF's per-user split) sets these two in :meth:`load`.
 
     Args:
         num_clients: how many clients share the training set; >= 1.
@@ -123,8 +152,28 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
         self.train_targets: np.ndarray | None = None
         self.client_indices: list[torch.Tensor] = []
         self.num_samples: list[int] = []
+        self.val_fraction = 0.0
+        self._kept: np.ndarray | None = None  # during setup: the training samples outside the validation split
+        self.val_indices: torch.Tensor | None = None
+        self.val_dataset: Dataset | None = None
+        #: each client's local test data: the dataset the indices point into, and one int64
+        #: index tensor per client; set by ``partition.client_test_fraction`` or by a dataset
+        #: with its own per-client test split (in ``load``); None when there is none
         self.client_test_source: Dataset | None = None
         self.client_test_indices: list[torch.Tensor] | None = None
+
+    def hold_out_validation(self, fraction: float) -> None:
+        """Hold ``fraction`` of the training set out as the server's validation split (call before :meth:`setup`).
+
+        The split is stratified by label and drawn from the run's ``VALIDATION`` stream
+        before partitioning, so no client ever trains on a validation sample; 0 holds out
+        nothing (and partitions exactly as without the call).
+
+        Raises:
+            InvalidValue: ``fraction`` is not in ``[0, 1)``.
+        """
+        require(isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0 <= fraction < 1, "val_fraction", fraction, "in [0, 1)")
+        self.val_fraction = float(fraction)
 
     @abc.abstractmethod
     def load(self) -> tuple[Dataset, Dataset, np.ndarray | None]:
@@ -172,25 +221,53 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
                 raise ValueError(f"{type(self).__name__} loaded a negative label ({int(labels.min())})")
             top = int(labels.max()) if labels.size else -1
             require(top < self.num_classes, "num_classes", self.num_classes, f"> the largest label ({top})")
-        n = len(train)
+        keep = np.arange(len(train), dtype=np.int64)  # the training samples the clients share
+        val = None
+        if self.val_fraction > 0:
+            keep, val = stratified_split(targets, self.val_fraction, seeding.stream(self.seed, seeding.VALIDATION))
+        self._kept = keep
+        n = len(keep)
         require(self.num_clients <= n, "num_clients", self.num_clients, f"<= the number of training samples ({n})")
         try:
             parts = self.split_clients(targets, groups)
         except (InvalidValue, InvalidValues) as error:  # the partition's own keys live under `partition.`
             raise ConfigError([str(p.under("partition")) for p in getattr(error, "problems", [error])]) from error
+        if val is not None:  # a split_clients of a subclass may have partitioned every sample: no client gets a validation one
+            held = np.zeros(len(train), dtype=bool)
+            held[val] = True
+            parts = [np.asarray(p, dtype=np.int64)[~held[np.asarray(p, dtype=np.int64)]] for p in parts]
+        fraction = float(getattr(self.partition, "client_test_fraction", 0.0))
+        if fraction > 0:
+            if self.client_test_indices is not None:
+                raise ConfigError([
+                    f"partition.client_test_fraction must be 0 with {type(self).__name__}, which has its own per-client "
+                    f"test split, got {fraction}"
+                ])  # fmt: skip
+            parts, tests = client_test_split(parts, fraction, self.seed)
+            self.client_test_source = train
+            self.client_test_indices = [torch.from_numpy(t) for t in tests]
         self.train_targets = targets
         self.client_indices = [torch.from_numpy(p) for p in parts]
         self.num_samples = [len(p) for p in parts]
+        if val is not None:
+            self.val_indices = torch.from_numpy(val)
+            self.val_dataset = _subset(train, val)
         self.test_dataset = test
         self.train_dataset = train
 
     def split_clients(self, targets: np.ndarray, groups: np.ndarray | None) -> list[np.ndarray]:
-        """The clients' index lists: the partition on the run's partition stream.
+        """The clients' index lists into the training set: the partition on the run's partition stream.
 
-        A data module whose partition needs more than the labels (a Flower Datasets
-        partitioner reads any column of a Hugging Face dataset) overrides this.
+        Only the samples outside the validation split (``eval.val_fraction``) are
+        partitioned; setup drops validation samples from whatever this returns. A data
+        module whose partition needs more than the labels (a Flower Datasets partitioner
+        reads any column of a Hugging Face dataset) overrides this.
         """
-        return self.partition(targets, self.num_clients, seeding.stream(self.seed, seeding.PARTITION), groups)
+        keep = getattr(self, "_kept", None)
+        if keep is None or len(keep) == len(targets):
+            return self.partition(targets, self.num_clients, seeding.stream(self.seed, seeding.PARTITION), groups)
+        parts = self.partition(targets[keep], self.num_clients, seeding.stream(self.seed, seeding.PARTITION), None if groups is None else np.asarray(groups)[keep])
+        return [keep[p] for p in parts]  # positions among the kept samples -> indices into the training set
 
     def client_dataset(self, k: int) -> Subset:
         """The training samples of client ``k``, as a ``Subset`` of the shared training set."""

@@ -62,13 +62,15 @@ class FlowerPartition(Partition):
             ``flwr_datasets.partitioner`` class) and its arguments, or a partitioner
             object (copied before every split). Its number of partitions must equal
             ``data.num_clients``.
+        client_test_fraction: see :class:`Partition`.
 
     Raises:
         ConfigError: Flower Datasets is not installed, or the partitioner cannot be built
             from the configuration (the error names the keys it does not take).
     """
 
-    def __init__(self, *, partitioner: Mapping[str, Any] | Any) -> None:
+    def __init__(self, *, partitioner: Mapping[str, Any] | Any, client_test_fraction: float = 0.0) -> None:
+        super().__init__(client_test_fraction=client_test_fraction)
         require_flwr()
         self.partitioner = _plain(partitioner)
         self.build()  # fail now, before any training, if the arguments are wrong

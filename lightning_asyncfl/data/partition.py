@@ -36,7 +36,23 @@ from lightning_asyncfl.errors import ConfigError, InvalidValue, checking, requir
 
 
 class Partition(abc.ABC):
-    """Base class: validate, call :meth:`_split`, return sorted int64 index arrays."""
+    """Base class: validate, call :meth:`_split`, return sorted int64 index arrays.
+
+    Args:
+        client_test_fraction: the share of each client's own samples held out as that
+            client's local test data (used by per-client evaluation, ``eval.clients_every``);
+            in ``[0, 1)``, 0 for none. The data module draws the split after partitioning,
+            from the ``CLIENT_TEST`` stream; a client keeps at least one training sample.
+    """
+
+    client_test_fraction: float = 0.0
+
+    def __init__(self, *, client_test_fraction: float = 0.0) -> None:
+        require(
+            isinstance(client_test_fraction, Real) and not isinstance(client_test_fraction, bool) and 0 <= client_test_fraction < 1,
+            "client_test_fraction", client_test_fraction, "in [0, 1)",
+        )  # fmt: skip
+        self.client_test_fraction = float(client_test_fraction)
 
     def __call__(
         self,
@@ -94,7 +110,8 @@ class Partition(abc.ABC):
             raise RuntimeError(f"{self!r} gave a sample to more than one client")
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        shown = {k: v for k, v in vars(self).items() if not k.startswith("_") and not (k == "client_test_fraction" and v == 0)}
+        args = ", ".join(f"{k}={v!r}" for k, v in shown.items())
         return f"{type(self).__name__}({args})"
 
 
@@ -119,7 +136,8 @@ class Dirichlet(Partition):
         max_tries: how many draws to try before giving up; >= 1.
     """
 
-    def __init__(self, *, beta: float = 0.5, min_samples: int = 10, max_tries: int = 1000) -> None:
+    def __init__(self, *, beta: float = 0.5, min_samples: int = 10, max_tries: int = 1000, client_test_fraction: float = 0.0) -> None:
+        super().__init__(client_test_fraction=client_test_fraction)
         require(isinstance(beta, Real) and beta > 0, "beta", beta, "> 0")
         require(isinstance(min_samples, Integral) and min_samples >= 0, "min_samples", min_samples, "an integer >= 0")
         require(isinstance(max_tries, Integral) and max_tries >= 1, "max_tries", max_tries, "an integer >= 1")
@@ -191,7 +209,8 @@ class Shards(Partition):
         shards_per_client: shards dealt to each client; >= 1.
     """
 
-    def __init__(self, *, shards_per_client: int = 2) -> None:
+    def __init__(self, *, shards_per_client: int = 2, client_test_fraction: float = 0.0) -> None:
+        super().__init__(client_test_fraction=client_test_fraction)
         require(
             isinstance(shards_per_client, Integral) and shards_per_client >= 1,
             "shards_per_client",
@@ -301,8 +320,10 @@ class LabelsPerClient(Partition):
     """
 
     def __init__(
-        self, *, labels_per_client: int = 2, step: int | None = None, counts: list[int] | None = None
+        self, *, labels_per_client: int = 2, step: int | None = None, counts: list[int] | None = None,
+        client_test_fraction: float = 0.0,
     ) -> None:
+        super().__init__(client_test_fraction=client_test_fraction)
         with checking() as check:
             check(_is_int(labels_per_client) and labels_per_client >= 1, "labels_per_client", labels_per_client, "an integer >= 1")
             if step is not None:
@@ -402,8 +423,10 @@ class QuantitySkew(Partition):
     """
 
     def __init__(
-        self, *, min_samples: int | None = None, max_samples: int | None = None, power_law: float | None = None
+        self, *, min_samples: int | None = None, max_samples: int | None = None, power_law: float | None = None,
+        client_test_fraction: float = 0.0,
     ) -> None:
+        super().__init__(client_test_fraction=client_test_fraction)
         modes = "set exactly one mode: min_samples and max_samples, or power_law"
         with checking() as check:
             if power_law is None:

@@ -1,10 +1,10 @@
-"""What client jobs logged, aggregated per global version: ``client_metrics.csv`` and the loggers.
+"""What client jobs logged, aggregated per global version: ``client_training.csv`` and the loggers.
 
 Every value a module's ``self.log`` sends during a client job travels with the update
 (``update.metrics``). For each global version, over the updates the aggregator applied to
 make it, :func:`client_means` gives two figures per name: ``client/NAME``, the mean over
 those updates, and ``client/NAME_weighted``, the mean weighted by each update's number of
-samples. :class:`ClientMetricsCSV` writes them to ``client_metrics.csv`` (one row per
+samples. :class:`ClientTrainingCSV` writes them to ``client_training.csv`` (one row per
 version); :class:`~lightning_asyncfl.callbacks.LoggerCallback` sends them to every
 configured logger at ``step=version``.
 """
@@ -38,8 +38,8 @@ def client_means(updates: Sequence[ClientUpdate]) -> dict[str, float]:
     return out
 
 
-class ClientMetricsCSV(_CSVWriter):
-    """``client_metrics.csv``: one row per global version with :func:`client_means` of its updates.
+class ClientTrainingCSV(_CSVWriter):
+    """``client_training.csv``: one row per global version with :func:`client_means` of its updates.
 
     Args:
         path: the file.
