@@ -2,7 +2,9 @@
 
 ``clients_per_round`` random idle clients are dispatched when nothing is in flight and
 the global version has advanced since the last round was dispatched (the first round
-starts at version 0). When fewer clients are idle, all of them are dispatched.
+starts at version 0). When fewer clients are idle, all of them are dispatched. A round
+whose clients all failed, dropped out or were rejected is followed by a new round at the
+same version (the loop's no-progress guard bounds how many).
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ class RoundScheduler(Scheduler):
             return []
         self._last_version = version
         return self._sample(idle, self.clients_per_round, rng)
+
+    def on_empty_round(self, now: float) -> bool:
+        """The last round brought no new version: allow another round at this version."""
+        self._last_version = -1
+        return True
 
     def state_dict(self) -> dict[str, Any]:
         return {"last_version": self._last_version}
