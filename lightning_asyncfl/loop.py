@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import heapq
 import logging
+import math
 import signal
 import threading
 import time
@@ -43,6 +44,7 @@ from lightning_asyncfl.errors import Interrupted, RunFailed, checking
 from lightning_asyncfl.executors.base import Executor, TrainerFactory
 from lightning_asyncfl.schedulers.base import Scheduler
 from lightning_asyncfl.state import ClientUpdate, Job, JobResult, ModelState
+from lightning_asyncfl.system import JobCost, SystemModel
 
 CLOCKS = ["virtual", "wall"]
 ON_CLIENT_ERROR = ["skip", "retry", "raise"]
@@ -51,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: consecutive scheduler wake-ups with nothing in flight and nothing dispatched before the loop gives up
 MAX_IDLE_WAKEUPS = 10_000
+#: consecutive rounds that close at their deadline with nothing to aggregate before the loop gives up
+MAX_EMPTY_ROUNDS = 1_000
 
 
 def _count(value: Any) -> bool:
@@ -171,6 +175,8 @@ class AsyncFLLoop:
         checkpointer: ckpt.Checkpointer | None = None,
         max_arrivals_without_progress: int | None = 1000,
         max_time_without_progress: float | None = None,
+        system: SystemModel | None = None,
+        time_to_accuracy: Sequence[float] = (),
     ) -> None:
         check_loop_settings(
             max_steps=max_steps, max_staleness=max_staleness, eval_every=eval_every, max_updates=max_updates,
@@ -183,6 +189,8 @@ class AsyncFLLoop:
         self.attack = attack if attack is not None else Attack()
         self.availability = availability if availability is not None else Availability()
         self.checkpointer = checkpointer
+        self.system = system if system is not None else SystemModel()  # no devices: the work costs no time, bytes still counted
+        self.time_to_accuracy = tuple(float(t) for t in time_to_accuracy)
         self.max_retries = max_retries
         self.aggregator, self.scheduler, self.delay, self.executor = aggregator, scheduler, delay, executor
         self.make_trainer, self.evaluate_fn = make_trainer, evaluate
@@ -201,6 +209,8 @@ class AsyncFLLoop:
         self.rng = seeding.stream(seed, seeding.SYSTEM)  # the scheduler's choices
         self.delay_rng = seeding.stream(seed, seeding.DELAY)  # per-client and per-job durations
         self.counts: Counter[str] = Counter()
+        self.traffic: Counter[str] = Counter()  # bytes sent each way, compute and communication seconds of arrived jobs
+        self._empty_rounds = 0
         self.rejected: Counter[str] = Counter()
         self.history: list[dict[str, float]] = []
         self.stop_reason: str | None = None
@@ -256,6 +266,7 @@ class AsyncFLLoop:
         :attr:`status` ``failed``.
         """
         self._wall_start = time.perf_counter()
+        self.system.setup(self.num_samples, seeding.stream(self.seed, seeding.DEVICES))
         self.delay.setup(self.num_samples, self.delay_rng)
         self.attack.setup(self.num_clients, seeding.stream(self.seed, seeding.ATTACK))
         self.availability.setup(self.num_clients, seeding.stream(self.seed, seeding.AVAILABILITY))
@@ -263,7 +274,11 @@ class AsyncFLLoop:
         if resume is not None:
             self.load_state_dict(resume)
         started = time.perf_counter()
-        self.executor.start(self.make_trainer)
+        try:
+            self.executor.start(self.make_trainer)
+        except BaseException:  # workers that cannot start: nothing ran, the run failed
+            self.status = "failed"
+            raise
         self.startup_time = time.perf_counter() - started
         self.status = "running"
         try:
@@ -384,6 +399,7 @@ class AsyncFLLoop:
                     self._stop("max_time")
                     break
                 self._advance(wake)
+                self._close_round()
                 self._idle_wakeups = self._idle_wakeups + 1 if not self._jobs else 0
                 if self._idle_wakeups > MAX_IDLE_WAKEUPS:
                     self._fail(f"the scheduler woke {MAX_IDLE_WAKEUPS} times with nothing in flight and dispatched nothing")
@@ -400,6 +416,19 @@ class AsyncFLLoop:
             self._advance(arrival)
             self._idle_wakeups = 0
             self._arrive(self._jobs.pop(job.job_id), outcome)
+
+    def _close_round(self) -> None:
+        """A synchronous round's deadline passed: aggregate what arrived in time (stragglers are late)."""
+        if not self.scheduler.flush_due(self.now):
+            return
+        if len(self.buffer):
+            self._empty_rounds = 0
+            log.info("round deadline at %.3f: aggregating the %d update(s) that arrived in time", self.now, len(self.buffer))
+            self._aggregate()
+            return
+        self._empty_rounds += 1
+        if self._empty_rounds >= MAX_EMPTY_ROUNDS:
+            self._fail(f"{MAX_EMPTY_ROUNDS} rounds in a row closed at their deadline with no update")
 
     def _begin_event(self) -> None:
         """An event starts changing the state: no checkpoint until the next safe point, and a dispatch after it."""
@@ -498,20 +527,28 @@ class AsyncFLLoop:
         chosen = self.scheduler.schedule(self.now, idle, in_flight, self.version, self.rng)
         self._asked_again = self._asked_again and not chosen
         for client in chosen:
-            duration = self.delay.duration(client, self.delay_rng)  # checked finite and >= 0
-            job = Job(
-                job_id=self._next_job,
-                client_id=client,
-                base_version=self.version,
-                seed=seeding.job_seed(self.seed, self._next_job),
-                dispatch_time=self.now,
-                arrival_time=self.now + duration,
-            )
+            job = self._timed(Job(
+                job_id=self._next_job, client_id=client, base_version=self.version,
+                seed=seeding.job_seed(self.seed, self._next_job), dispatch_time=self.now, arrival_time=self.now,
+            ))  # fmt: skip
             self._next_job += 1
             del self._idle[bisect.bisect_left(self._idle, client)]
             self.counts["dispatched"] += 1
             self._start(job)
             self._call("on_dispatch", self, job)
+
+    def _timed(self, job: Job) -> Job:
+        """``job`` with its cost and arrival time: download + compute + upload (the system model) + the delay."""
+        base = self._snapshots[job.base_version][0] if job.base_version in self._snapshots else self.global_state
+        cost: JobCost = self.system.cost(job.client_id, base.nbytes, self.system.upload_bytes(base), self.delay_rng)
+        duration = cost.total + self.delay.duration(job.client_id, self.delay_rng)  # checked finite and >= 0
+        if not math.isfinite(self.now + duration):
+            raise ValueError(f"job {job.job_id} (client {job.client_id}) would take {duration!r} virtual seconds; check the system and delay settings")
+        self.traffic["download_bytes"] += cost.download_bytes
+        return dataclasses.replace(
+            job, arrival_time=self.now + duration, download_time=cost.download_time, compute_time=cost.compute_time,
+            upload_time=cost.upload_time, download_bytes=cost.download_bytes, upload_bytes=cost.upload_bytes, examples=cost.examples,
+        )  # fmt: skip
 
     def _start(self, job: Job) -> None:
         """Put ``job`` in flight: its arrival (or its client's dropout) on the heap, its training on the executor."""
@@ -554,8 +591,7 @@ class AsyncFLLoop:
             return
         if isinstance(outcome, Exception) and self.on_client_error == "retry" and job.attempt < self.max_retries:
             detail = f"{type(outcome).__name__}: {outcome}"
-            retry = dataclasses.replace(job, attempt=job.attempt + 1, dispatch_time=self.now,
-                                        arrival_time=self.now + self.delay.duration(job.client_id, self.delay_rng))  # fmt: skip
+            retry = self._timed(dataclasses.replace(job, attempt=job.attempt + 1, dispatch_time=self.now))
             log.warning("job %d (client %d) failed, retry %d of %d: %s", job.job_id, job.client_id, retry.attempt, self.max_retries, detail)
             self.counts["retries"] += 1
             self._call("on_retry", self, job, detail)
@@ -575,6 +611,10 @@ class AsyncFLLoop:
             return
         staleness = self.version - job.base_version
         result = outcome
+        self.traffic["upload_bytes"] += job.upload_bytes
+        self.traffic["compute_time"] += job.compute_time
+        self.traffic["communication_time"] += job.download_time + job.upload_time
+        self.traffic["uploads"] += 1
         state = result.state.to(self.global_state.flat.device)  # from a worker on another device or process
         if job.client_id in self.attack.malicious:
             state = self.attack.apply(job, base, state)
@@ -617,6 +657,8 @@ class AsyncFLLoop:
         for name, tensor in update.state.side.items():
             if not all_finite(tensor):
                 return "non_finite", f"the update's side tensor {name!r} holds NaN or infinite values"
+        if not self.scheduler.accepts(update, self.now):
+            return "late", "the job's round closed before its update arrived (over-selection or deadline)"
         if self.max_staleness is not None and update.staleness > self.max_staleness:
             return "stale", f"staleness {update.staleness} > max_staleness {self.max_staleness}"
         return None
@@ -735,6 +777,8 @@ class AsyncFLLoop:
             "availability": self.availability.state_dict(),
             "callbacks": {f"{i}:{type(cb).__name__}": cb.state_dict() for i, cb in enumerate(self.callbacks)},
             "counts": dict(self.counts),
+            "traffic": dict(self.traffic),
+            "empty_rounds": self._empty_rounds,
             "rejected": dict(self.rejected),
             "history": [dict(row) for row in self.history],
             "next_job": self._next_job,
@@ -786,6 +830,8 @@ class AsyncFLLoop:
             if key in saved:
                 cb.load_state_dict(saved[key])
         self.counts = Counter(state["counts"])
+        self.traffic = Counter(state.get("traffic", {}))  # absent in checkpoints written before the system model
+        self._empty_rounds = int(state.get("empty_rounds", 0))
         self.rejected = Counter(state["rejected"])
         self.history = [dict(row) for row in state["history"]]
         self._next_job, self._last_eval = int(state["next_job"]), int(state["last_eval"])
@@ -832,8 +878,25 @@ class AsyncFLLoop:
             "final_loss": final.get("test_loss"),
             "best_accuracy": max(accuracies) if accuracies else None,
             "peak_snapshots": self.peak_snapshots,
+            **self._system_summary(),
             "last_checkpoint": None if self.last_checkpoint is None else str(self.last_checkpoint),
             "final_metrics": {k: v for k, v in final.items() if k.startswith("test_")},
+        }
+
+    def _system_summary(self) -> dict[str, Any]:
+        """Bytes sent, mean compute and communication seconds per arrived job, and time to each target accuracy."""
+        uploads = self.traffic["uploads"]
+        reached: dict[str, dict[str, float] | None] = {}
+        for target in self.time_to_accuracy:
+            row = next((r for r in self.history if r.get("test_accuracy", -math.inf) >= target), None)
+            reached[f"{target:g}"] = None if row is None else {
+                "virtual_time": row["virtual_time"], "client_updates": row["client_updates"], "version": row["version"]}  # fmt: skip
+        return {
+            "bytes_down": int(self.traffic["download_bytes"]),
+            "bytes_up": int(self.traffic["upload_bytes"]),
+            "mean_compute_time": self.traffic["compute_time"] / uploads if uploads else None,
+            "mean_communication_time": self.traffic["communication_time"] / uploads if uploads else None,
+            "time_to_accuracy": reached,
         }
 
     def __repr__(self) -> str:

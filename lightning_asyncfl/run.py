@@ -11,6 +11,7 @@ import copy
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,7 +28,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_asyncfl import seeding
 from lightning_asyncfl.availability import Availability
-from lightning_asyncfl.callbacks.base import Callback as CallbackBase
 from lightning_asyncfl.checkpoint import Checkpointer, checkpoints_in, load_checkpoint
 from lightning_asyncfl.delays import DelayModel
 from lightning_asyncfl.executors.base import Executor
@@ -44,6 +44,7 @@ from lightning_asyncfl.client_algorithms import Scaffold as ScaffoldClient
 from lightning_asyncfl.schedulers.base import Scheduler
 from lightning_asyncfl.loop import AsyncFLLoop, check_loop_settings
 from lightning_asyncfl.state import ModelState
+from lightning_asyncfl.system import SystemModel, training_flops_per_example
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -130,8 +131,9 @@ class _Problems:
         try:
             check()
             return True
-        except InstantiationException as error:
-            self.items.extend(_describe(key, error.__cause__ or error))
+        except InstantiationException as error:  # a nested node's error names its own node (system.devices)
+            found = re.search(r"^full_key: (\S+)$", str(error), re.MULTILINE)
+            self.items.extend(_describe(found.group(1) if found else key, error.__cause__ or error))
         except (ValueError, TypeError, ImportError, OSError) as error:
             self.items.extend(_describe(key, error))
         return False
@@ -201,6 +203,17 @@ def _build_optional(problems: _Problems, cfg: DictConfig, key: str, base: type[T
     return _of_type(problems, key, problems.build(key, lambda: _instantiate_logged(key, cfg[key])), base)
 
 
+def _build_system(problems: _Problems, cfg: DictConfig) -> SystemModel | None:
+    """The ``system`` group, its device population built first so that the problems of both are reported."""
+    node = cfg.get("system")
+    if node is None:
+        return SystemModel()
+    devices = None
+    if node.get("devices") is not None:
+        devices = problems.build("system.devices", lambda: instantiate(node.devices, _convert_="all"))
+    return _of_type(problems, "system", problems.build("system", lambda: _instantiate_logged("system", node, devices=devices)), SystemModel)
+
+
 def _checkpointer(checkpoint: Any, directory: Path, meta: dict[str, Any] | None = None) -> Checkpointer:
     """The ``checkpoint`` config node's Checkpointer; ``checkpoint.dir`` wins over ``directory``."""
     return Checkpointer(
@@ -236,6 +249,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         scheduler = problems.build("server.scheduler", lambda: _instantiate_logged("scheduler", cfg.server.scheduler))
         scheduler = _of_type(problems, "server.scheduler", scheduler, Scheduler)
     delay = _of_type(problems, "delay", problems.build("delay", lambda: _instantiate_logged("delay", cfg.delay)), DelayModel)
+    system = _build_system(problems, cfg)
     algorithm = problems.build("client_algorithm", lambda: _instantiate_logged("client_algorithm", cfg.client_algorithm))
     if algorithm is not None and not isinstance(algorithm, ClientAlgorithm):
         problems.items.append(f"client_algorithm._target_ must be a ClientAlgorithm, got {type(algorithm).__name__}")
@@ -256,7 +270,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         if checkpoint.get("enabled", True) and checkpoint.get("dir"):
             problems.items.extend(p for p in [writable_problem("checkpoint.dir", checkpoint.get("dir"))] if p)
     callbacks = [
-        _of_type(problems, f"callbacks.{name}", problems.build(f"callbacks.{name}", lambda node=node, name=name: _instantiate_logged(f"callbacks.{name}", node)), CallbackBase)
+        _of_type(problems, f"callbacks.{name}", problems.build(f"callbacks.{name}", lambda node=node, name=name: _instantiate_logged(f"callbacks.{name}", node)), Callback)
         for name, node in (cfg.get("callbacks") or {}).items()
     ]
     problems.check("logger", lambda: check_loggers(cfg.get("logger")))
@@ -269,15 +283,29 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             problems.check(key, lambda: scheduler.setup(len(n)))
         if delay is not None:
             problems.check("delay", lambda: delay.setup(n, seeding.stream(seed, seeding.DELAY)))
+        if system is not None:
+            problems.check("system", lambda: system.setup(n, seeding.stream(seed, seeding.DEVICES)))
+            if model is not None and system.charges_time and system.flops_per_example is None:
+                flops = problems.build("system", lambda: training_flops_per_example(model, data.train_dataset, int(cfg.client.batch_size)))
+                log.info("Counted %.4g training FLOPs per example (forward + backward of training_step)", flops or 0.0)
+            else:
+                flops = None
+            upload_side = algorithm.upload_side_bytes if algorithm is not None else None
+            problems.check("system", lambda: system.set_work(epochs=int(cfg.client.epochs), flops_per_example=flops, upload_side=upload_side))
+    targets = cfg.eval.get("time_to_accuracy") or []
+    problems.check("eval", lambda: require(
+        all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in targets),
+        "time_to_accuracy", list(targets), "a list of accuracies in [0, 1]"))  # fmt: skip
     loop_keys = {k: cfg.server[k] for k in ("max_steps", "max_staleness", "eval_every", "max_updates", "max_time", "target_accuracy", "on_client_error", "max_retries",
                                                   "max_arrivals_without_progress", "max_time_without_progress") if k in cfg.server}
+
     problems.check("server", lambda: check_loop_settings(**loop_keys))
     problems.check("", lambda: check_loop_settings(max_steps=1, clock=cfg.get("clock", "virtual")))
     problems.raise_if_any()
     return {
         "data": data, "model": model, "aggregator": aggregator, "scheduler": scheduler, "delay": delay, "executor": executor,
         "attack": attack, "availability": availability, "faults": faults, "algorithm": algorithm, "callbacks": callbacks,
-        "loop_keys": loop_keys,
+        "system": system, "time_to_accuracy": [float(t) for t in targets], "loop_keys": loop_keys,
     }  # fmt: skip
 
 
@@ -494,11 +522,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         attack=parts["attack"],
         availability=parts["availability"],
         checkpointer=checkpointer,
+        system=parts["system"],
+        time_to_accuracy=parts["time_to_accuracy"],
         **parts["loop_keys"],
     )
     log.info("Running %r with %d clients (%d training samples), output in %s", loop, loop.num_clients, sum(data.num_samples), out)
     extra = {
         "seed": seed, "num_clients": loop.num_clients, "output_dir": str(out.resolve()),
+        "flops_per_example": loop.system.flops_per_example, "model_bytes": loop.global_state.nbytes,
         "continuation": {"identical": not continuation, "changed": continuation},
     }  # fmt: skip
     try:

@@ -18,6 +18,7 @@ DELAY = 4
 ATTACK = 5  # which clients are malicious
 AVAILABILITY = 6  # check-in order, unavailability windows, dropouts
 FAULTS = 7  # injected client faults
+DEVICES = 8  # each client's device (compute speed, bandwidths)
 
 
 def stream(seed: int, *key: int) -> np.random.Generator:

@@ -108,6 +108,12 @@ class ModelState:
         return out
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of everything the state carries: the flat vector, the extras and the side tensors, each at its dtype."""
+        tensors = [self.flat, *self.extras.values(), *self.side.values()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    @property
     def parameters(self) -> Tensor:
         """View of the parameter part of :attr:`flat` (buffers excluded)."""
         return self.flat[: self.layout.parameter_size]
@@ -154,6 +160,11 @@ class Job:
         arrival_time: virtual time at which its update reaches the server.
         attempt: 0 for the first run of the job; 1, 2, ... for its retries after a
             failure (``server.on_client_error=retry``): same client, base and seed.
+        download_time, compute_time, upload_time: the parts of the job's duration that
+            the system model charged (virtual seconds; see :mod:`lightning_asyncfl.system`);
+            the rest of ``arrival_time - dispatch_time`` is latency and the delay's noise.
+        download_bytes, upload_bytes: what the job receives and sends.
+        examples: training examples it processes (samples x local epochs).
     """
 
     job_id: int
@@ -163,6 +174,12 @@ class Job:
     dispatch_time: float
     arrival_time: float
     attempt: int = 0
+    download_time: float = 0.0
+    compute_time: float = 0.0
+    upload_time: float = 0.0
+    download_bytes: int = 0
+    upload_bytes: int = 0
+    examples: int = 0
 
 
 @dataclass

@@ -97,8 +97,10 @@ def test_bad_checkpoint_settings_are_reported_together(make_cfg):
         ["server=fedat"],  # aggregator and scheduler in one object
         ["server=ca2fl", "availability=dropout", "availability.p=0.3", "availability.offline=0.5"],  # dropouts in flight
         ["faults=random", "faults.error_rate=0.3", "server.on_client_error=retry", "attack=scale"],  # retries in flight
+        ["server=fedavg", "server.scheduler.clients_per_round=4", "server.scheduler.over_selection=1.5",
+         "server.scheduler.deadline=0.012"],  # rounds that close early, stragglers in flight  # fmt: skip
     ],
-    ids=["fedbuff", "fedbuff_adam", "scaffold", "random_interval", "fedat", "ca2fl-dropout", "faults-retry-attack"],
+    ids=["fedbuff", "fedbuff_adam", "scaffold", "random_interval", "fedat", "ca2fl-dropout", "faults-retry-attack", "fedavg-deadline"],
 )
 def test_resuming_from_every_checkpoint_gives_the_uninterrupted_bytes(make_cfg, tmp_path, overrides):
     # Prepare: the uninterrupted run, with a checkpoint every 4 versions

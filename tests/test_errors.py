@@ -240,9 +240,10 @@ class DiesInWorker(MLP):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def test_a_worker_process_killed_during_start_up_is_a_message(make_cfg):
+def test_a_worker_process_killed_during_start_up_is_a_message(make_cfg, tmp_path):
     with pytest.raises(RunFailed, match=r"worker process asyncfl-worker-0 exited with code -9 before it was ready"):
         run(make_cfg("executor=processes", "executor.workers=1", "model._target_=tests.test_errors.DiesInWorker"))
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
 
 
 @pytest.mark.parametrize(

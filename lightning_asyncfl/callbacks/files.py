@@ -16,7 +16,8 @@ from lightning_asyncfl.state import ClientUpdate, Job
 
 UPDATE_COLUMNS = [
     "job_id", "attempt", "client_id", "base_version", "version", "staleness", "dispatch_time",
-    "arrival_time", "num_samples", "status", "detail", "metrics",
+    "arrival_time", "num_samples", "examples", "download_time", "compute_time", "upload_time",
+    "download_bytes", "upload_bytes", "status", "detail", "metrics",
 ]  # fmt: skip
 
 
@@ -88,6 +89,12 @@ class UpdatesCSV(_CSVWriter):
             "dispatch_time": job.dispatch_time,
             "arrival_time": job.arrival_time,
             "num_samples": loop.num_samples[job.client_id],
+            "examples": job.examples,
+            "download_time": job.download_time,
+            "compute_time": job.compute_time,
+            "upload_time": job.upload_time,
+            "download_bytes": job.download_bytes,
+            "upload_bytes": job.upload_bytes,
             "status": status,
             "detail": detail,
             "metrics": json.dumps(update.metrics, sort_keys=True) if update is not None else "",

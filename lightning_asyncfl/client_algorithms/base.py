@@ -83,6 +83,10 @@ class ClientAlgorithm:
         """Called after the last step; the returned tensors travel with the update."""
         return {}
 
+    def upload_side_bytes(self, base: ModelState) -> int:
+        """Bytes a client sends besides its model for a job that starts from ``base`` (default: 0)."""
+        return 0
+
     def state_dict(self) -> dict[str, Any]:
         """Client-side state to checkpoint (tensors and plain values)."""
         return {}

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from lightning_asyncfl.client_algorithms.base import ClientAlgorithm, LocalTraining
+from lightning_asyncfl.state import ModelState
 
 
 class Scaffold(ClientAlgorithm):
@@ -48,6 +49,10 @@ class Scaffold(ClientAlgorithm):
         c_i_new = self._c_i - self._c + (x - y) / (ctx.steps * ctx.lr)
         ctx.client_state["control"] = c_i_new
         return {"control_delta": c_i_new - self._c_i}
+
+    def upload_side_bytes(self, base: ModelState) -> int:
+        """Δc_i: one parameter-sized vector at the model's dtype."""
+        return base.layout.parameter_size * base.flat.element_size()
 
     def __repr__(self) -> str:
         return "Scaffold()"

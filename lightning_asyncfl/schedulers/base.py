@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_asyncfl.state import Job
+from lightning_asyncfl.state import ClientUpdate, Job
 
 from lightning_asyncfl.errors import InvalidValue, require
 
@@ -114,6 +114,18 @@ class Scheduler(abc.ABC):
             True to be asked again at once (a synchronous scheduler starts a new round);
             False (default) ends the run as failed, since it cannot go on.
         """
+        return False
+
+    def accepts(self, update: ClientUpdate, now: float) -> bool:
+        """Whether ``update``, arriving at ``now``, still counts (default: always).
+
+        A synchronous round that closed (over-selection, a deadline) refuses its stragglers:
+        the loop rejects them as ``late``.
+        """
+        return True
+
+    def flush_due(self, now: float) -> bool:
+        """Whether the loop should aggregate what the buffer holds now, at a wake-up (a round's deadline); default: never."""
         return False
 
     def state_dict(self) -> dict[str, Any]:

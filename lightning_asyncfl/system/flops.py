@@ -1,0 +1,58 @@
+"""The model's cost per training example, counted rather than guessed.
+
+:func:`training_flops_per_example` runs one forward and backward pass of the module's own
+``training_step`` on one batch under :class:`torch.utils.flop_counter.FlopCounterMode`
+and divides by the batch size. The counter counts the matrix products and convolutions
+(what dominates a network's cost), not element-wise operations; the count depends only on
+shapes, so it is deterministic.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["training_flops_per_example"]
+
+
+def _loss(output: Any) -> torch.Tensor:
+    if isinstance(output, dict):
+        output = output.get("loss")
+    if not isinstance(output, torch.Tensor):
+        raise TypeError("training_step must return the loss (a tensor, or a dict with 'loss') to count its FLOPs")
+    return output
+
+
+def training_flops_per_example(module: torch.nn.Module, dataset: Dataset, batch_size: int) -> float:
+    """FLOPs of one forward and backward pass of ``module.training_step``, per example.
+
+    Args:
+        module: the LightningModule (a copy is run, the module itself is untouched).
+        dataset: training data; its first ``batch_size`` examples are the batch.
+        batch_size: the clients' batch size.
+
+    Returns:
+        The counted FLOPs divided by the batch's size (> 0 unless the model does no
+        matrix products or convolutions).
+    """
+    n = min(int(batch_size), len(dataset))
+    batch = next(iter(DataLoader(Subset(dataset, range(n)), batch_size=n, shuffle=False)))
+    model = copy.deepcopy(module).cpu().train()
+    counter = FlopCounterMode(display=False)
+    try:
+        with counter, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # self.log outside a trainer warns; nothing is logged here
+            loss = _loss(model.training_step(batch, 0))
+            loss.backward()
+    except Exception as error:
+        raise ValueError(
+            f"the training FLOPs of {type(module).__name__} could not be counted from one training_step outside a "
+            f"trainer ({type(error).__name__}: {error}); set system.flops_per_example to the model's FLOPs per "
+            "example (forward + backward)"
+        ) from None
+    return counter.get_total_flops() / n
