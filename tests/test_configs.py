@@ -57,6 +57,12 @@ EXTRA: dict[str, Callable[[DictConfig], list[str]]] = {
     "client_algorithm/scaffold": lambda cfg: ["server=scaffold"],  # SCAFFOLD's two halves go together
 }
 
+#: options that read a trace file: the key and a small trace in FedScale's format (written as JSON)
+TRACES: dict[str, tuple[str, dict]] = {
+    "system/fedscale": ("system.devices.file", {"1": {"computation": 10.0, "communication": 500.0}}),
+    "availability/fedscale": ("availability.file", {"1": {"active": [0.0], "inactive": [50.0], "finish_time": 100.0}}),
+}
+
 
 def _select(group: str, option: str) -> str:
     prefix = "" if group in DEFAULT_GROUPS else "+"
@@ -92,6 +98,11 @@ def test_every_config_option_composes_and_instantiates(group, option, tmp_path, 
         WRITERS[option](root)
         skip_md5(monkeypatch)
         base += [f"data.root={root}", "data.num_clients=10", "partition=iid"]
+    if f"{group}/{option}" in TRACES:
+        key, trace = TRACES[f"{group}/{option}"]
+        file = tmp_path_factory.mktemp("traces") / "trace.json"
+        file.write_text(json.dumps(trace))
+        base.append(f"{key}={file}")
     extra = EXTRA.get(f"{group}/{option}")
     cfg = compose(base)
     if extra is not None:
@@ -111,6 +122,8 @@ def test_every_config_option_composes_and_instantiates(group, option, tmp_path, 
         "model": (parts["model"], cfg.model),
         "executor": (parts["executor"], cfg.executor),
         "client_algorithm": (parts["algorithm"], cfg.client_algorithm),
+        "system": (parts["system"], cfg.system),
+        "availability": (parts["availability"], cfg.availability),
     }.get(group)
     if built is not None:
         obj, node = built
