@@ -104,7 +104,7 @@ def check_loop_settings(
               "max_arrivals_without_progress", max_arrivals_without_progress, "null or an integer >= 1")  # fmt: skip
         check(max_time_without_progress is None or (_number(max_time_without_progress) and max_time_without_progress > 0),
               "max_time_without_progress", max_time_without_progress, "null or > 0")  # fmt: skip
-        check(isinstance(max_retries, int) and not isinstance(max_retries, bool) and max_retries >= 0, "max_retries", max_retries, "an integer >= 0")
+        check(_count(max_retries) and max_retries >= 0, "max_retries", max_retries, "an integer >= 0")
         check(on_client_error in ON_CLIENT_ERROR, "on_client_error", on_client_error, "one of: " + ", ".join(ON_CLIENT_ERROR))
         check(clock in CLOCKS, "clock", clock, "one of: " + ", ".join(CLOCKS))
 

@@ -434,6 +434,7 @@ def test_sigterm_writes_a_checkpoint_and_an_interrupted_summary_exits_143_and_le
     assert state["version"] == summary["steps"]
 
 
+@pytest.mark.slow  # about a minute: workers must start before the parent is killed
 def test_worker_processes_exit_promptly_when_their_parent_dies(tmp_path):
     # Prepare
     out = tmp_path / "run"

@@ -240,6 +240,7 @@ class DiesInWorker(MLP):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+@pytest.mark.slow  # a worker process must import torch before it dies
 def test_a_worker_process_killed_during_start_up_is_a_message(make_cfg, tmp_path):
     with pytest.raises(RunFailed, match=r"worker process asyncfl-worker-0 exited with code -9 before it was ready"):
         run(make_cfg("executor=processes", "executor.workers=1", "model._target_=tests.test_errors.DiesInWorker"))

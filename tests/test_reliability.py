@@ -357,6 +357,7 @@ def test_the_guard_on_virtual_time_stops_a_run_that_makes_no_progress_for_that_l
     assert _failed_run(tmp_path)["virtual_time"] < 10
 
 
+@pytest.mark.slow  # about a minute: 1000 arrivals through the command line
 def test_the_guard_has_a_default_and_the_cli_exits_non_zero_with_the_reason(tmp_path):
     # Execute: every client drops out of every job; only the default guard stops it
     result = subprocess.run(
