@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     accuracy: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
-            for name, extra in SETTINGS.items():  # alternate, so load on a shared machine hits both alike
-                cfg = compose(["progress=false", "checkpoint.enabled=false", *extra, *args.overrides, f"output_dir={tmp}/{repeat}-{len(walls[name])}-{extra[0]}"])
+            for index, (name, extra) in enumerate(SETTINGS.items()):  # alternate, so load on a shared machine hits both alike
+                cfg = compose(["progress=false", "checkpoint.enabled=false", *extra, *args.overrides, f"output_dir={tmp}/{repeat}-{index}"])
                 started = time.perf_counter()
                 summary = run(cfg)
                 walls[name].append(time.perf_counter() - started)

@@ -64,6 +64,25 @@ TRACES: dict[str, tuple[str, dict]] = {
 }
 
 
+def _file_data(group: str, option: str, root: Path) -> list[str]:
+    """Overrides that point the LEAF, Hugging Face and sequence-model options at tiny files written into ``root``."""
+    from tests.data.leaf_fixtures import write_femnist, write_shakespeare
+
+    if (group, option) == ("data", "femnist"):
+        write_femnist(root, [(4, 1), (5, 1), (3, 1)])
+        return [f"data.root={root}", "server.scheduler.concurrency=2"]
+    if (group, option) == ("data", "shakespeare") or (group == "model" and option in ("char_lstm", "transformer")):
+        write_shakespeare(root, [(4, 1), (5, 1), (3, 1)])
+        return ["data=shakespeare", f"data.root={root}", "server.scheduler.concurrency=2"]
+    if (group, option) == ("data", "hf"):
+        import datasets
+
+        rows = {"image": torch.randint(0, 256, (40, 28, 28)).tolist(), "label": [k % 10 for k in range(40)]}
+        datasets.Dataset.from_dict(rows).save_to_disk(str(root / "hf"))
+        return [f"data.path={root / 'hf'}", "data.test_split=null", "data.num_clients=4", "partition=iid", "server.scheduler.concurrency=2"]
+    return []
+
+
 def _select(group: str, option: str) -> str:
     prefix = "" if group in DEFAULT_GROUPS else "+"
     return f"{prefix}{group}={option}"
@@ -98,6 +117,7 @@ def test_every_config_option_composes_and_instantiates(group, option, tmp_path, 
         WRITERS[option](root)
         skip_md5(monkeypatch)
         base += [f"data.root={root}", "data.num_clients=10", "partition=iid"]
+    base += _file_data(group, option, tmp_path_factory.mktemp("files"))
     if f"{group}/{option}" in TRACES:
         key, trace = TRACES[f"{group}/{option}"]
         file = tmp_path_factory.mktemp("traces") / "trace.json"

@@ -3,6 +3,9 @@
 from lightning_asyncfl.data.cifar import CIFAR10, CIFAR100
 from lightning_asyncfl.data.datamodule import FederatedDataModule
 from lightning_asyncfl.data.digits import Digits
+from lightning_asyncfl.data.flwr import FlowerPartition
+from lightning_asyncfl.data.hf import HuggingFace
+from lightning_asyncfl.data.leaf import FEMNIST, LEAFDataModule, Shakespeare
 from lightning_asyncfl.data.mnist import EMNIST, MNIST, FashionMNIST
 from lightning_asyncfl.data.partition import IID, Dirichlet, LabelsPerClient, Natural, Partition, QuantitySkew, Shards
 from lightning_asyncfl.data.svhn import SVHN
@@ -10,7 +13,7 @@ from lightning_asyncfl.data.synthetic import Synthetic
 from lightning_asyncfl.data.vision import TorchvisionDataModule, random_crop_flip
 
 __all__ = [
-    "FederatedDataModule", "TorchvisionDataModule", "Digits", "Synthetic",
+    "FederatedDataModule", "TorchvisionDataModule", "Digits", "Synthetic", "LEAFDataModule", "FEMNIST", "Shakespeare", "HuggingFace",
     "MNIST", "FashionMNIST", "EMNIST", "CIFAR10", "CIFAR100", "SVHN", "random_crop_flip",
-    "Partition", "IID", "Dirichlet", "Shards", "Natural", "LabelsPerClient", "QuantitySkew",
+    "Partition", "FlowerPartition", "IID", "Dirichlet", "Shards", "Natural", "LabelsPerClient", "QuantitySkew",
 ]  # fmt: skip

@@ -3,7 +3,9 @@
 Krizhevsky. "Learning Multiple Layers of Features from Tiny Images", 2009,
 https://www.cs.toronto.edu/~kriz/cifar.html: 50,000 + 10,000 images of 10 classes
 (``<root>/cifar-10-batches-py/``) or 100 fine classes (``<root>/cifar-100-python/``).
-torchvision checks every file's MD5 against the official release.
+torchvision checks every file's MD5 against the official release; with
+``check_integrity=false`` the files are read without it, by
+:func:`~lightning_asyncfl.data.vision.safe_unpickle` (plain values and arrays only).
 
 Samples are (3, 32, 32) in [0, 1], normalised with the training set's per-channel mean and
 std unless ``normalize=false``. Training batches get the standard augmentation (He et al.
@@ -16,6 +18,7 @@ normalised value of pixel 0, as with torchvision's ``RandomCrop`` before ``Norma
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -23,7 +26,7 @@ import torch
 import torchvision.datasets as tvd
 from torch import Tensor
 
-from lightning_asyncfl.data.vision import TorchvisionDataModule, random_crop_flip
+from lightning_asyncfl.data.vision import TorchvisionDataModule, random_crop_flip, safe_unpickle
 from lightning_asyncfl.errors import require
 
 PADDING = 4  # pixels of padding of the random crop
@@ -72,6 +75,18 @@ class CIFAR10(TorchvisionDataModule):
         if not self.augment_train:
             return x
         return random_crop_flip(x, generator, padding=PADDING, flip=True, fill=self._fill)
+
+    def _open(self, train: bool) -> Any:
+        """torchvision's dataset; without the MD5 check, the same arrays read by :func:`safe_unpickle`."""
+        if self.check_integrity:
+            return super()._open(train)
+        tv = self.torchvision_class
+        data, targets = [], []
+        for name, _ in tv.train_list if train else tv.test_list:
+            entry = safe_unpickle(os.path.join(self.root, tv.base_folder, name))
+            data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            targets.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+        return SimpleNamespace(data=np.concatenate(data).transpose(0, 2, 3, 1), targets=targets)  # HWC, as torchvision
 
     def _expected_files(self) -> tuple[str, list[str]]:
         tv = self.torchvision_class

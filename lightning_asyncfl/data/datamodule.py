@@ -50,10 +50,10 @@ def stratified_split(
     return np.sort(np.concatenate(train)).astype(np.int64), np.sort(np.concatenate(test)).astype(np.int64)
 
 
-def tensor_dataset(features: np.ndarray, labels: np.ndarray) -> TensorDataset:
-    """A ``TensorDataset`` of float32 features and int64 labels."""
+def tensor_dataset(features: np.ndarray, labels: np.ndarray, *, dtype: torch.dtype = torch.float32) -> TensorDataset:
+    """A ``TensorDataset`` of features (float32, or ``dtype``: int64 for token ids) and int64 labels."""
     return TensorDataset(
-        torch.as_tensor(np.ascontiguousarray(features), dtype=torch.float32),
+        torch.as_tensor(np.ascontiguousarray(features), dtype=dtype),
         torch.as_tensor(np.ascontiguousarray(labels), dtype=torch.int64),
     )
 
@@ -79,7 +79,10 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
 
     After :meth:`setup`: ``train_dataset``, ``test_dataset``, ``train_targets`` (int64
     labels of the training set), ``client_indices`` (one int64 tensor per client) and
-    ``num_samples`` (one count per client).
+    ``num_samples`` (one count per client). A dataset with its own per-client test data
+    (LEAF's per-user split) also sets ``client_test_source`` (the dataset the indices
+    point into) and ``client_test_indices`` (one int64 tensor per client); both stay
+    ``None`` otherwise.
 
     Args:
         num_clients: how many clients share the training set; >= 1.
@@ -120,6 +123,8 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
         self.train_targets: np.ndarray | None = None
         self.client_indices: list[torch.Tensor] = []
         self.num_samples: list[int] = []
+        self.client_test_source: Dataset | None = None
+        self.client_test_indices: list[torch.Tensor] | None = None
 
     @abc.abstractmethod
     def load(self) -> tuple[Dataset, Dataset, np.ndarray | None]:
@@ -170,7 +175,7 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
         n = len(train)
         require(self.num_clients <= n, "num_clients", self.num_clients, f"<= the number of training samples ({n})")
         try:
-            parts = self.partition(targets, self.num_clients, seeding.stream(self.seed, seeding.PARTITION), groups)
+            parts = self.split_clients(targets, groups)
         except (InvalidValue, InvalidValues) as error:  # the partition's own keys live under `partition.`
             raise ConfigError([str(p.under("partition")) for p in getattr(error, "problems", [error])]) from error
         self.train_targets = targets
@@ -178,6 +183,14 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
         self.num_samples = [len(p) for p in parts]
         self.test_dataset = test
         self.train_dataset = train
+
+    def split_clients(self, targets: np.ndarray, groups: np.ndarray | None) -> list[np.ndarray]:
+        """The clients' index lists: the partition on the run's partition stream.
+
+        A data module whose partition needs more than the labels (a Flower Datasets
+        partitioner reads any column of a Hugging Face dataset) overrides this.
+        """
+        return self.partition(targets, self.num_clients, seeding.stream(self.seed, seeding.PARTITION), groups)
 
     def client_dataset(self, k: int) -> Subset:
         """The training samples of client ``k``, as a ``Subset`` of the shared training set."""

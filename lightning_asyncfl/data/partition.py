@@ -129,23 +129,44 @@ class Dirichlet(Partition):
 
     def _split(self, targets, num_clients, rng, groups):
         n = len(targets)
-        require(
-            num_clients * self.min_samples <= n,
-            "min_samples",
-            self.min_samples,
-            f"<= {n // num_clients} (the {n} training samples shared by {num_clients} clients)",
-        )
+        if num_clients * self.min_samples > n:
+            most = n // self.min_samples if self.min_samples else n
+            raise InvalidValue(
+                "min_samples",
+                self.min_samples,
+                f"<= {n // num_clients} (the {n} training samples shared by {num_clients} clients); "
+                f"lower partition.min_samples to {n // num_clients} or less, or use data.num_clients={most} or fewer",
+            )
         by_class = [np.flatnonzero(targets == c) for c in np.unique(targets)]
+        best = -1
         for _ in range(self.max_tries):
             parts = self._draw(by_class, num_clients, rng)
-            if min(len(p) for p in parts) >= self.min_samples:
+            smallest = min(len(p) for p in parts)
+            if smallest >= self.min_samples:
                 return parts
-        raise InvalidValue(
-            "min_samples",
-            self.min_samples,
-            f"reachable: no Dir(beta={self.beta}) split in {self.max_tries} tries gave each of the "
-            f"{num_clients} clients that many samples; lower min_samples, raise beta or max_tries, "
-            "or use fewer clients",
+            best = max(best, smallest)
+        raise InvalidValue("min_samples", self.min_samples, self._advice(by_class, n, num_clients, best, rng))
+
+    def _reaches(self, by_class: list[np.ndarray], num_clients: int, beta: float, rng: np.random.Generator, tries: int = 20) -> bool:
+        probe = Dirichlet(beta=beta, min_samples=self.min_samples)
+        return any(min(len(p) for p in probe._draw(by_class, num_clients, rng)) >= self.min_samples for _ in range(tries))
+
+    def _advice(self, by_class: list[np.ndarray], n: int, num_clients: int, best: int, rng: np.random.Generator) -> str:
+        """What to change, with numbers that a few more draws confirmed where they could."""
+        options = [f"lower partition.min_samples to {best} (the best of the {self.max_tries} draws)"]
+        beta = next((b for b in (self.beta * 2**i for i in range(1, 8)) if self._reaches(by_class, num_clients, b, rng)), None)
+        if beta is not None:
+            options.append(f"raise partition.beta to {beta:g} (a draw reached it)")
+        else:
+            options.append("raise partition.beta (a larger beta spreads each class more evenly)")
+        fewer = next((k for k in (num_clients // 2**i for i in range(1, 8)) if k >= 1 and self._reaches(by_class, k, self.beta, rng)), None)
+        if fewer is not None:
+            options.append(f"use data.num_clients={fewer} (a draw reached it)")
+        else:
+            options.append("use fewer clients")
+        return (
+            f"reachable: no Dir(beta={self.beta:g}) split in {self.max_tries} tries gave each of the {num_clients} clients "
+            f"{self.min_samples} samples ({n} samples, {n / num_clients:g} per client on average); " + ", ".join(options[:-1]) + ", or " + options[-1]
         )
 
     def _draw(self, by_class: list[np.ndarray], num_clients: int, rng: np.random.Generator) -> list[np.ndarray]:

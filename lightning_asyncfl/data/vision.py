@@ -8,6 +8,12 @@ int64 labels. A dataset subclass names its torchvision class, its files and its 
 (see :mod:`~lightning_asyncfl.data.mnist`, :mod:`~lightning_asyncfl.data.cifar`,
 :mod:`~lightning_asyncfl.data.svhn`).
 
+``check_integrity=false`` skips torchvision's MD5 check (CIFAR, SVHN; MNIST-like files
+have none) for files a user prepared, e.g. a subset of the official release: SVHN's
+``.mat`` files are then read by torchvision as usual (SciPy, no code runs), and CIFAR's
+pickles by :func:`safe_unpickle`, which builds only dicts, lists, strings, numbers and
+NumPy arrays, never an arbitrary object (an unverified pickle must not run code).
+
 Files that are missing, unreadable or that fail torchvision's checksum, and a download
 that fails, all raise a :class:`ConfigError` with one line naming the dataset, the
 expected directory and files, and the fix (``data.download=true`` where there is
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import abc
 import os
+import pickle
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -35,6 +42,30 @@ from lightning_asyncfl.data.partition import Partition
 from lightning_asyncfl.errors import ConfigError, checking
 
 _MAX_CAUSE = 240  # characters of a torchvision error quoted in the one-line problem
+#: what :func:`safe_unpickle` may build besides plain values: NumPy arrays and dtypes
+_SAFE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),  # how protocol 2 writes bytes from Python 3
+}  # fmt: skip
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _SAFE_GLOBALS:
+            raise pickle.UnpicklingError(f"refused to build {module}.{name}: only plain values and NumPy arrays are read")
+        return super().find_class(module, name)
+
+
+def safe_unpickle(path: str | os.PathLike) -> Any:
+    """Read a pickle that may hold only plain values and NumPy arrays (CIFAR's batches).
+
+    Raises:
+        pickle.UnpicklingError: the file names any other class or function.
+    """
+    with open(path, "rb") as f:
+        return _SafeUnpickler(f, encoding="latin1").load()
 
 
 def random_crop_flip(
@@ -113,6 +144,8 @@ class TorchvisionDataModule(FederatedDataModule):
         root: the directory torchvision reads (and downloads into); a relative path is
             resolved against the current working directory when the object is built.
         download: let torchvision download the files that are missing (needs internet).
+        check_integrity: check the files' MD5 against the official release (torchvision's
+            check); False reads files a user prepared (see the module docstring).
         normalize: subtract the per-channel mean and divide by the std (:attr:`mean`,
             :attr:`std`); False keeps the pixels in [0, 1].
         input_shape: must be the dataset's sample shape.
@@ -127,7 +160,7 @@ class TorchvisionDataModule(FederatedDataModule):
     std: ClassVar[tuple[float, ...] | None] = None
     default_input_shape: ClassVar[tuple[int, ...]] = ()  # the dataset's sample shape
     default_num_classes: ClassVar[int] = 0
-    _repr_fields: tuple[str, ...] = ("root", "download", "normalize")
+    _repr_fields: tuple[str, ...] = ("root", "download", "check_integrity", "normalize")
 
     def __init__(
         self,
@@ -135,6 +168,7 @@ class TorchvisionDataModule(FederatedDataModule):
         num_clients: int,
         root: str | os.PathLike = "data",
         download: bool = False,
+        check_integrity: bool = True,
         normalize: bool = True,
         input_shape: Sequence[int] | None = None,
         num_classes: int | None = None,
@@ -151,9 +185,11 @@ class TorchvisionDataModule(FederatedDataModule):
         with checking() as check:
             check(isinstance(root, (str, os.PathLike)) and str(root) != "", "root", root, "a non-empty directory path")
             check(isinstance(download, bool), "download", download, "true or false")
+            check(isinstance(check_integrity, bool), "check_integrity", check_integrity, "true or false")
             check(isinstance(normalize, bool), "normalize", normalize, "true or false")
         self.root = os.path.abspath(os.path.expanduser(os.fspath(root)))
         self.download = download
+        self.check_integrity = check_integrity
         self.normalize = normalize
 
     # --- what a subclass writes -------------------------------------------------------
@@ -211,9 +247,10 @@ class TorchvisionDataModule(FederatedDataModule):
                 f"data.root: {self.name} files not found: {expected} ({len(missing)} of {len(files)} missing); "
                 f"set data.download=true to download them (needs internet), {how}"
             )
+        skip = "" if not self.check_integrity else ", or set data.check_integrity=false for files you prepared yourself"
         return (
             f"data.root: {self.name} files are unreadable or fail torchvision's checksum ({_one_line(error)}); "
-            f"{expected}; set data.download=true to download them again (needs internet), or copy intact files there"
+            f"{expected}; set data.download=true to download them again (needs internet), copy intact files there{skip}"
         )
 
 

@@ -10,9 +10,10 @@ last, smaller batch (padded and masked, so the loss is the mean over its real sa
 
 Results equal the per-client path's within floating-point tolerance (the summation order
 of a padded, batched kernel differs), not bit for bit. Models that do not fit (BatchNorm
-or other buffers, dropout, an overridden ``training_step``, a non-SGD optimizer, a client
-algorithm, train-time augmentation, mixed precision, a dataset that is not in memory)
-train on the per-client path, and the executor says why once, at start.
+or other buffers, recurrent or attention layers, dropout, an overridden
+``training_step``, a non-SGD optimizer, a client algorithm, train-time augmentation,
+mixed precision, a dataset that is not in memory) train on the per-client path, and the
+executor says why once, at start.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def why_not_batched(trainer: ClientTrainer) -> str | None:
         return f"{type(module).__name__} is not a ClassifierModule with the built-in training_step (cross-entropy of forward)"
     if list(module.buffers()):
         return f"{type(module).__name__} has buffers (BatchNorm statistics), which change in training"
+    slow = sorted({type(m).__name__ for m in module.modules() if isinstance(m, (nn.RNNBase, nn.MultiheadAttention))})
+    if slow:
+        return f"{type(module).__name__} has {', '.join(slow)} layers, which torch.func.vmap runs one client at a time (no batching rule)"
     if any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in module.modules()):
         return f"{type(module).__name__} uses dropout (randomness inside the model)"
     if module.optimizer_name != "sgd":

@@ -4,7 +4,9 @@
 ``training_step`` on one batch under :class:`torch.utils.flop_counter.FlopCounterMode`
 and divides by the batch size. The counter counts the matrix products and convolutions
 (what dominates a network's cost), not element-wise operations; the count depends only on
-shapes, so it is deterministic.
+shapes, so it is deterministic. It runs with oneDNN off, so that a recurrent layer, which
+oneDNN would run as one fused kernel the counter does not see, runs as its matrix
+products.
 """
 
 from __future__ import annotations
@@ -45,10 +47,12 @@ def training_flops_per_example(module: torch.nn.Module, dataset: Dataset, batch_
     model = copy.deepcopy(module).cpu().train()
     counter = FlopCounterMode(display=False)
     try:
-        with counter, warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # self.log outside a trainer warns; nothing is logged here
-            loss = _loss(model.training_step(batch, 0))
-            loss.backward()
+            # without oneDNN, CPU recurrent layers (nn.LSTM) run as the matrix products the counter counts
+            with torch.backends.mkldnn.flags(enabled=False), counter:
+                loss = _loss(model.training_step(batch, 0))
+                loss.backward()
     except Exception as error:
         raise ValueError(
             f"the training FLOPs of {type(module).__name__} could not be counted from one training_step outside a "

@@ -152,7 +152,7 @@ def test_relative_root_is_resolved_against_the_working_directory(tmp_path, monke
     dm = CIFAR10(num_clients=4, root="datasets/here", augment_train=False)
 
     assert dm.root == str(tmp_path / "datasets" / "here")
-    assert repr(dm).startswith(f"CIFAR10(num_clients=4, root={dm.root!r}, download=False, normalize=True, augment_train=False, ")
+    assert repr(dm).startswith(f"CIFAR10(num_clients=4, root={dm.root!r}, download=False, check_integrity=True, normalize=True, augment_train=False, ")
 
 
 # --- missing files, failed downloads ---------------------------------------------------
