@@ -10,10 +10,16 @@ buffer, the counters, the metrics so far and each callback's state (the byte len
 Writing is atomic: the checkpoint goes to a temporary file in the same directory, is
 flushed and fsynced, then renamed over its final name, so a kill at any moment leaves
 the previous checkpoint valid. The last ``keep_last`` are kept.
+
+Every checkpoint carries a checksum of its content (tensors byte for byte, plain values
+by their ``repr``), so a flipped bit or a truncated file is detected on load, and a
+checkpoint whose global weights are not finite is refused. A checkpoint is data: a
+resumed run never instantiates the config stored in it (see ``run.resume_config``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -65,7 +71,8 @@ class Checkpointer:
         existing = list_checkpoints(self.directory)
         number = existing[-1][0] + 1 if existing else 0
         path = self.directory / f"checkpoint-{number:05d}-v{version}.ckpt"
-        write_atomic(path, {"format": FORMAT, **self.meta, **state})
+        payload = {"format": FORMAT, **self.meta, **state}
+        write_atomic(path, {**payload, "checksum": checksum(payload)})
         for _, old in [*existing, (number, path)][: -self.keep_last]:
             old.unlink(missing_ok=True)
         log.info("checkpoint at version %d: %s", version, path)
@@ -78,11 +85,15 @@ class Checkpointer:
 def write_atomic(path: Path, obj: Any) -> None:
     """``torch.save(obj)`` to ``path`` through a fsynced temporary file and a rename."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a kill: no half-written file stays behind
+        tmp.unlink(missing_ok=True)
+        raise
     try:  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY)
     except OSError:
@@ -102,27 +113,73 @@ def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def checkpoints_in(path: str | Path) -> list[Path]:
+    """The checkpoints of a run directory (``<run>/checkpoints/``) or of a checkpoint directory, newest first."""
+    path = Path(path)
+    for directory in (path / "checkpoints", path):
+        found = list_checkpoints(directory)
+        if found:
+            return [p for _, p in reversed(found)]
+    return []
+
+
 def find_checkpoint(path: str | Path) -> Path | None:
     """The checkpoint ``path`` names: the file itself, or the latest in a run directory
     (``<run>/checkpoints/``) or in a checkpoint directory; None if there is none."""
     path = Path(path)
     if path.is_file():
         return path
-    for directory in (path / "checkpoints", path):
-        found = list_checkpoints(directory)
-        if found:
-            return found[-1][1]
-    return None
+    found = checkpoints_in(path)
+    return found[0] if found else None
+
+
+def checksum(obj: Any) -> str:
+    """A digest of ``obj``'s content: tensors byte for byte (with dtype and shape), plain values by ``repr``."""
+    digest = hashlib.blake2b(digest_size=16)
+
+    def feed(item: Any) -> None:
+        if isinstance(item, torch.Tensor):
+            tensor = item.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"T{tensor.dtype}{tuple(item.shape)}:".encode())
+            digest.update(memoryview(tensor.view(torch.uint8).numpy()))
+        elif isinstance(item, Mapping):
+            digest.update(b"{")
+            for key, value in item.items():
+                feed(key)
+                feed(value)
+            digest.update(b"}")
+        elif isinstance(item, (list, tuple)):
+            digest.update(b"[" if isinstance(item, list) else b"(")
+            for value in item:
+                feed(value)
+            digest.update(b"]")
+        else:
+            digest.update(f"{type(item).__name__}:{item!r};".encode())
+
+    feed(obj)
+    return digest.hexdigest()
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint with ``torch.load(weights_only=True)``; a clear error for anything else."""
+    """Read a checkpoint with ``torch.load(weights_only=True)``; a clear error for anything else.
+
+    Raises:
+        InvalidValue: the file is not a checkpoint (unreadable, truncated, holding more
+            than tensors and plain values, another format), its content does not match its
+            checksum, or its global weights are not finite.
+    """
     try:
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as error:
         raise InvalidValue("resume", str(path), f"a checkpoint written by lightning_asyncfl ({type(error).__name__}: {error})") from error
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise InvalidValue("resume", str(path), f"a checkpoint of format {FORMAT}")
+    stored = state.pop("checksum", None)
+    if stored is not None and stored != checksum(state):
+        raise InvalidValue("resume", str(path), "a checkpoint whose content matches its checksum (this file is damaged: a flipped bit or a partial copy)")
+    flat = state.get("global", {}).get("flat") if isinstance(state.get("global"), Mapping) else None
+    if isinstance(flat, torch.Tensor) and flat.is_floating_point() and not bool(torch.isfinite(flat).all()):
+        raise InvalidValue("resume", str(path), "a checkpoint with finite global weights (its global weights hold NaN or infinite values)")
     return state
 
 

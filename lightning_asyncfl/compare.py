@@ -48,6 +48,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from scipy import stats  # noqa: E402
+import yaml  # noqa: E402
 
 METRICS_FILE = "metrics.csv"
 #: overrides that say where and how a run reported, not what it did: never part of a label
@@ -116,15 +117,30 @@ def find_runs(path: str | Path) -> list[Path]:
 def load_run(path: str | Path) -> Run:
     """Read ``metrics.csv``, and ``summary.json`` and ``.hydra/overrides.yaml`` where they exist."""
     path = Path(path).resolve()
-    with (path / METRICS_FILE).open(newline="") as file:
-        metrics = [{key: _number(value) for key, value in row.items()} for row in csv.DictReader(file)]
+    try:
+        with (path / METRICS_FILE).open(newline="") as file:
+            metrics = [{key: _number(value) for key, value in row.items()} for row in csv.DictReader(file)]
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise CompareError(f"{path / METRICS_FILE} is not a metrics table: {error}") from None
     summary_file, overrides_file = path / "summary.json", path / ".hydra" / "overrides.yaml"
     try:
         summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
-    except json.JSONDecodeError as error:
-        raise CompareError(f"{summary_file} is not valid JSON: {error}") from None
-    overrides = [str(item) for item in OmegaConf.to_container(OmegaConf.load(overrides_file))] if overrides_file.is_file() else None
+    except (json.JSONDecodeError, RecursionError, UnicodeDecodeError) as error:
+        raise CompareError(f"{summary_file} is not valid JSON: {type(error).__name__}: {error}") from None
+    overrides = _read_overrides(overrides_file) if overrides_file.is_file() else None
     return Run(path=path, metrics=metrics, summary=summary, overrides=overrides)
+
+
+def _read_overrides(path: Path) -> list[str]:
+    """``.hydra/overrides.yaml``, read as plain YAML data (no tags, no objects): a list of strings."""
+    try:
+        items = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, RecursionError, UnicodeDecodeError) as error:
+        why = "nested too deeply" if isinstance(error, RecursionError) else str(error).splitlines()[0]
+        raise CompareError(f"{path} is not a list of overrides (key=value strings): {why}") from None
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise CompareError(f"{path} is not a list of overrides (key=value strings)")
+    return items
 
 
 def load_runs(paths: Sequence[str | Path]) -> list[Run]:

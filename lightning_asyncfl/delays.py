@@ -35,11 +35,22 @@ __all__ = [
 ]
 
 
+#: the longest job, in virtual seconds (about 32 years): beyond it the clock loses its resolution and then overflows
+MAX_SECONDS = 1e9
+
+
 def _number(key: str, value: Any) -> float:
     """``value`` as a finite float, or :class:`InvalidValue` naming ``key``."""
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
         raise InvalidValue(key, value, "a finite number")
     return float(value)
+
+
+def _seconds(key: str, value: Any) -> float:
+    """``value`` as a finite number of virtual seconds at most :data:`MAX_SECONDS`, or :class:`InvalidValue`."""
+    number = _number(key, value)
+    require(abs(number) <= MAX_SECONDS, key, value, f"<= {MAX_SECONDS:g} (virtual seconds)")
+    return number
 
 
 def _integer(key: str, value: Any) -> int:
@@ -60,7 +71,7 @@ class DelayModel(abc.ABC):
     """
 
     def __init__(self, *, per_sample: float = 0.0) -> None:
-        self.per_sample = _number("per_sample", per_sample)
+        self.per_sample = _seconds("per_sample", per_sample)
         require(self.per_sample >= 0, "per_sample", per_sample, ">= 0")
         self._num_samples: tuple[int, ...] | None = None
 
@@ -106,9 +117,9 @@ class DelayModel(abc.ABC):
         if not 0 <= client_id < len(samples):
             raise ValueError(f"client_id must be in [0, {len(samples)}), got {client_id!r}")
         value = float(self._latency(int(client_id), rng)) + self.per_sample * samples[client_id]
-        if not (math.isfinite(value) and value >= 0):
+        if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
             raise ValueError(f"{self!r} gave duration {value!r} for client {client_id}; "
-                             "durations must be finite and >= 0")
+                             f"durations must be in [0, {MAX_SECONDS:g}] virtual seconds")
         return value
 
     def __repr__(self) -> str:
@@ -154,7 +165,7 @@ class ConstantDelay(DelayModel):
 
     def __init__(self, *, value: float = 1.0, per_sample: float = 0.0) -> None:
         super().__init__(per_sample=per_sample)
-        self.value = _number("value", value)
+        self.value = _seconds("value", value)
         require(self.value >= 0, "value", value, ">= 0")
 
     def _latency(self, client_id: int, rng: np.random.Generator) -> float:
@@ -175,8 +186,8 @@ class UniformDelay(DelayModel):
 
     def __init__(self, *, low: float = 0.0, high: float = 10.0, per_sample: float = 0.0) -> None:
         super().__init__(per_sample=per_sample)
-        self.low = _number("low", low)
-        self.high = _number("high", high)
+        self.low = _seconds("low", low)
+        self.high = _seconds("high", high)
         require(self.low >= 0, "low", low, ">= 0")
         require(self.high >= self.low, "high", high, f">= low ({self.low})")
 
@@ -197,7 +208,7 @@ class ExponentialDelay(DelayModel):
 
     def __init__(self, *, mean: float = 5.0, per_sample: float = 0.0) -> None:
         super().__init__(per_sample=per_sample)
-        self.mean = _number("mean", mean)
+        self.mean = _seconds("mean", mean)
         require(self.mean > 0, "mean", mean, "> 0")
 
     def _latency(self, client_id: int, rng: np.random.Generator) -> float:
@@ -314,7 +325,7 @@ class PerClientDelay(_FixedPerClient):
         else:
             if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
                 raise InvalidValue("values", values, "a list of numbers >= 0, one per client")
-            parsed = [_number(f"values[{i}]", v) for i, v in enumerate(values)]
+            parsed = [_seconds(f"values[{i}]", v) for i, v in enumerate(values)]
             for i, v in enumerate(parsed):
                 require(v >= 0, f"values[{i}]", v, ">= 0")
             self.values = tuple(parsed)
@@ -324,21 +335,24 @@ class PerClientDelay(_FixedPerClient):
         if not os.path.isfile(path):
             raise InvalidValue("file", path, "an existing file with one number per line")
         parsed: list[float] = []
-        with open(path, encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, start=1):
-                text = line.strip()
-                if not text:
-                    continue
-                try:
-                    value = float(text)
-                except ValueError:
-                    value = math.nan
-                if not (math.isfinite(value) and value >= 0):
-                    raise InvalidValue(
-                        "file", path,
-                        f"a file with one number >= 0 per line (line {lineno} is {text!r})",
-                    )
-                parsed.append(value)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                for lineno, line in enumerate(handle, start=1):
+                    text = line.strip()
+                    if not text:
+                        continue
+                    try:
+                        value = float(text)
+                    except ValueError:
+                        value = math.nan
+                    if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
+                        raise InvalidValue(
+                            "file", path,
+                            f"a file with one number in [0, {MAX_SECONDS:g}] per line (line {lineno} is {text[:40]!r})",
+                        )
+                    parsed.append(value)
+        except UnicodeDecodeError:  # a binary file
+            raise InvalidValue("file", path, "a text file with one number per line") from None
         return tuple(parsed)
 
     def _setup(self, rng: np.random.Generator) -> None:
@@ -385,7 +399,7 @@ class SteppedDelay(_FixedPerClient):
         per_sample: float = 0.0,
     ) -> None:
         super().__init__(per_sample=per_sample)
-        self.step = _number("step", step)
+        self.step = _seconds("step", step)
         require(self.step >= 1, "step", step, ">= 1")
         if counts is None:
             self.counts: tuple[int, ...] | None = None

@@ -99,3 +99,24 @@ def require_choice(key: str, value: Any, choices: Iterable[str]) -> None:
     choices = list(choices)
     if value not in choices:
         raise InvalidValue(key, value, "one of: " + ", ".join(choices))
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped the run at a safe point, after a checkpoint.
+
+    Args:
+        signum: the signal that asked for the stop; the command line exits with 128 + it
+            (130 for Ctrl-C, 143 for SIGTERM), as a shell reports a process killed by it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class RunFailed(RuntimeError):
+    """A run that could not go on: no progress, a dead end, workers that cannot start.
+
+    The message says why, in words for the user; the command line prints it without a
+    traceback and exits with code 1. The run's ``summary.json`` says ``failed``.
+    """

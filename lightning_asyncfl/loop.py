@@ -40,7 +40,7 @@ from lightning_asyncfl.availability import Availability
 from lightning_asyncfl.buffer import UpdateBuffer
 from lightning_asyncfl.callbacks.base import Callback
 from lightning_asyncfl.delays import DelayModel
-from lightning_asyncfl.errors import checking
+from lightning_asyncfl.errors import Interrupted, RunFailed, checking
 from lightning_asyncfl.executors.base import Executor, TrainerFactory
 from lightning_asyncfl.schedulers.base import Scheduler
 from lightning_asyncfl.state import ClientUpdate, Job, JobResult, ModelState
@@ -56,6 +56,15 @@ log = logging.getLogger(__name__)
 MAX_IDLE_WAKEUPS = 10_000
 #: consecutive rounds that close at their deadline with nothing to aggregate before the loop gives up
 MAX_EMPTY_ROUNDS = 1_000
+
+
+def _count(value: Any) -> bool:
+    """Whether ``value`` is an integer (a bool is not one here: ``max_steps=true`` is a mistake)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def all_finite(tensor: torch.Tensor) -> bool:
@@ -82,17 +91,23 @@ def check_loop_settings(
     max_retries: int = 2,
     clock: str = "virtual",
     target_metric: str = "test_accuracy",
+    max_arrivals_without_progress: int | None = 1000,
+    max_time_without_progress: float | None = None,
 ) -> None:
     """Raise :class:`InvalidValue` for every stop rule or loop setting outside what is allowed."""
     with checking() as check:
         check(target_metric in TARGET_METRICS, "target_metric", target_metric, "one of: " + ", ".join(TARGET_METRICS))
-        check(isinstance(max_steps, int) and max_steps >= 1, "max_steps", max_steps, "an integer >= 1")
-        check(max_staleness is None or (isinstance(max_staleness, int) and max_staleness >= 0), "max_staleness", max_staleness, "null or an integer >= 0")
-        check(isinstance(eval_every, int) and eval_every >= 1, "eval_every", eval_every, "an integer >= 1")
-        check(max_updates is None or (isinstance(max_updates, int) and max_updates >= 1), "max_updates", max_updates, "null or an integer >= 1")
-        check(max_time is None or max_time > 0, "max_time", max_time, "null or > 0")
-        check(target_accuracy is None or 0 < target_accuracy <= 1, "target_accuracy", target_accuracy, "null or in (0, 1]")
-        check(isinstance(max_retries, int) and not isinstance(max_retries, bool) and max_retries >= 0, "max_retries", max_retries, "an integer >= 0")
+        check(_count(max_steps) and max_steps >= 1, "max_steps", max_steps, "an integer >= 1")
+        check(max_staleness is None or (_count(max_staleness) and max_staleness >= 0), "max_staleness", max_staleness, "null or an integer >= 0")
+        check(_count(eval_every) and eval_every >= 1, "eval_every", eval_every, "an integer >= 1")
+        check(max_updates is None or (_count(max_updates) and max_updates >= 1), "max_updates", max_updates, "null or an integer >= 1")
+        check(max_time is None or (_number(max_time) and max_time > 0), "max_time", max_time, "null or > 0")
+        check(target_accuracy is None or (_number(target_accuracy) and 0 < target_accuracy <= 1), "target_accuracy", target_accuracy, "null or in (0, 1]")
+        check(max_arrivals_without_progress is None or (_count(max_arrivals_without_progress) and max_arrivals_without_progress >= 1),
+              "max_arrivals_without_progress", max_arrivals_without_progress, "null or an integer >= 1")  # fmt: skip
+        check(max_time_without_progress is None or (_number(max_time_without_progress) and max_time_without_progress > 0),
+              "max_time_without_progress", max_time_without_progress, "null or > 0")  # fmt: skip
+        check(_count(max_retries) and max_retries >= 0, "max_retries", max_retries, "an integer >= 0")
         check(on_client_error in ON_CLIENT_ERROR, "on_client_error", on_client_error, "one of: " + ", ".join(ON_CLIENT_ERROR))
         check(clock in CLOCKS, "clock", clock, "one of: " + ", ".join(CLOCKS))
 
@@ -134,6 +149,12 @@ class AsyncFLLoop:
             every client always).
         checkpointer: writes the run state every ``every_n_steps`` versions, at the end,
             on Ctrl-C and when a client error stops the run (None: no checkpoints).
+        max_arrivals_without_progress: the no-progress guard: stop the run as failed after
+            this many arrivals in a row without a new global version (failed, dropped or
+            rejected jobs, or updates of an aggregate that was not installed; accepted
+            updates waiting in the buffer do not count). Null: no limit.
+        max_time_without_progress: stop the run as failed after this many virtual seconds
+            without a new global version (null: no limit).
     """
 
     def __init__(
@@ -161,6 +182,8 @@ class AsyncFLLoop:
         attack: Attack | None = None,
         availability: Availability | None = None,
         checkpointer: ckpt.Checkpointer | None = None,
+        max_arrivals_without_progress: int | None = 1000,
+        max_time_without_progress: float | None = None,
         system: SystemModel | None = None,
         time_to_accuracy: Sequence[float] = (),
         target_metric: str = "test_accuracy",
@@ -170,10 +193,12 @@ class AsyncFLLoop:
         check_loop_settings(
             max_steps=max_steps, max_staleness=max_staleness, eval_every=eval_every, max_updates=max_updates,
             max_time=max_time, target_accuracy=target_accuracy, on_client_error=on_client_error,
-            max_retries=max_retries, clock=clock, target_metric=target_metric,
+            max_retries=max_retries, clock=clock, target_metric=target_metric, max_arrivals_without_progress=max_arrivals_without_progress,
+            max_time_without_progress=max_time_without_progress,
         )  # fmt: skip
         self.target_metric = target_metric
         self.evaluate_clients, self.clients_every = evaluate_clients, clients_every
+        self.max_arrivals_without_progress, self.max_time_without_progress = max_arrivals_without_progress, max_time_without_progress
         self.clock = clock
         self.attack = attack if attack is not None else Attack()
         self.availability = availability if availability is not None else Availability()
@@ -222,7 +247,12 @@ class AsyncFLLoop:
         self._safe = False  # at a point where the state is whole (a checkpoint may be taken)
         self._checkpoint_due = False
         self._checkpointed_version: int | None = None
-        self._interrupted = False
+        self._interrupted = 0  # the signal that asked to stop (SIGINT, SIGTERM), 0 for none
+        self._futile = 0  # arrivals since the last new global version that brought nothing (the no-progress guard)
+        self._progress_time = 0.0  # virtual time of the last new global version
+        self._last_problem = ""  # what the last futile arrival was, for the guard's message
+        self._asked_again = False  # the scheduler was asked for a new round after an empty one, and has not dispatched yet
+        self._failure: str | None = None  # why the run stops as failed (not a stop rule)
 
     # -- public views --------------------------------------------------------------
     @property
@@ -243,9 +273,12 @@ class AsyncFLLoop:
             resume: a checkpoint's state (see :meth:`state_dict`) to continue from; the
                 run then ends exactly as the uninterrupted run would have.
 
-        Ctrl-C (SIGINT) finishes the event being handled, writes a checkpoint and raises
-        :class:`KeyboardInterrupt` with :attr:`status` ``interrupted``; a second Ctrl-C
-        stops at once.
+        Ctrl-C (SIGINT) or SIGTERM finishes the event being handled, writes a checkpoint
+        and raises :class:`~lightning_asyncfl.errors.Interrupted` (a KeyboardInterrupt)
+        with :attr:`status` ``interrupted``; a second one stops at once. A run that cannot
+        go on (the no-progress guard, a dead end) raises
+        :class:`~lightning_asyncfl.errors.RunFailed` after a checkpoint, with
+        :attr:`status` ``failed``.
         """
         self._wall_start = time.perf_counter()
         self.system.setup(self.num_samples, seeding.stream(self.seed, seeding.DEVICES))
@@ -256,7 +289,11 @@ class AsyncFLLoop:
         if resume is not None:
             self.load_state_dict(resume)
         started = time.perf_counter()
-        self.executor.start(self.make_trainer)
+        try:
+            self.executor.start(self.make_trainer)
+        except BaseException:  # workers that cannot start: nothing ran, the run failed
+            self.status = "failed"
+            raise
         self.startup_time = time.perf_counter() - started
         self.status = "running"
         try:
@@ -274,6 +311,9 @@ class AsyncFLLoop:
                     self._run_wall_clock()
                 else:
                     self._run_events()
+                if self._failure is not None:  # the event that found it is over: the state is whole
+                    self._safe = True
+                    raise RunFailed(self._failure)
                 if self._last_eval != self.version:
                     self._evaluate(final=True)
                 elif self.evaluate_clients is not None and self._last_client_eval != self.version:
@@ -285,7 +325,7 @@ class AsyncFLLoop:
         except BaseException as error:
             self.status = "failed"
             if self._safe:  # stopped before touching the event: the state is whole
-                self.checkpoint()
+                self._checkpoint_quietly()
             else:
                 log.error("%s in the middle of an event: the state is not whole, the last checkpoint (%s) is kept", type(error).__name__, self.last_checkpoint)
             raise
@@ -301,40 +341,50 @@ class AsyncFLLoop:
         self._call("on_run_end", self, summary)
         return summary
 
+    def _checkpoint_quietly(self) -> None:
+        """A checkpoint for a run that is failing: if it cannot be written (a full disk), the first error stays the one raised."""
+        try:
+            self.checkpoint()
+        except OSError as error:
+            log.error("could not write a checkpoint (%s); the last one (%s) is kept", error, self.last_checkpoint)
+
     def _end_quietly(self) -> None:
         """``on_run_end`` for a run that is being interrupted or failed: a callback's error is logged, not raised over the first."""
         summary = self.summary()
         for callback in self.callbacks:
             try:
                 callback.on_run_end(self, summary)
+            except OSError as error:  # a full disk: said once, without a traceback per file
+                log.error("%s.on_run_end could not write while the run was ending %s: %s", type(callback).__name__, self.status, error)
             except Exception:
                 log.exception("%s.on_run_end failed while the run was ending %s", type(callback).__name__, self.status)
 
     @contextlib.contextmanager
     def _sigint_checkpoints(self) -> Iterator[None]:
-        """The first Ctrl-C asks for a checkpoint and a stop at the next safe point; the second stops at once."""
+        """The first Ctrl-C or SIGTERM asks for a checkpoint and a stop at the next safe point; the second stops at once."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def handler(signum: int, frame: Any) -> None:
             if self._interrupted:
-                raise KeyboardInterrupt
-            self._interrupted = True
-            log.warning("interrupted: stopping after the current event with a checkpoint (Ctrl-C again to stop at once)")
+                raise Interrupted(signum)
+            self._interrupted = signum
+            log.warning("%s: stopping after the current event with a checkpoint (again to stop at once)", signal.Signals(signum).name)
 
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, old in previous.items():
+                signal.signal(signum, old)
 
     def _safe_point(self) -> None:
         """Between events: the state is whole. Write a due checkpoint; stop here if interrupted."""
         self._safe = True
         if self._interrupted:
             self.checkpoint()
-            raise KeyboardInterrupt
+            raise Interrupted(self._interrupted)
         if self._checkpoint_due:
             self._checkpoint_due = False
             self.checkpoint()
@@ -369,7 +419,7 @@ class AsyncFLLoop:
                 self._close_round()
                 self._idle_wakeups = self._idle_wakeups + 1 if not self._jobs else 0
                 if self._idle_wakeups > MAX_IDLE_WAKEUPS:
-                    self._stop(f"the scheduler woke {MAX_IDLE_WAKEUPS} times with nothing in flight and dispatched nothing")
+                    self._fail(f"the scheduler woke {MAX_IDLE_WAKEUPS} times with nothing in flight and dispatched nothing")
                 continue
             if self.max_time is not None and arrival > self.max_time:
                 self._begin_event()
@@ -395,7 +445,7 @@ class AsyncFLLoop:
             return
         self._empty_rounds += 1
         if self._empty_rounds >= MAX_EMPTY_ROUNDS:
-            self._stop(f"{MAX_EMPTY_ROUNDS} rounds in a row closed at their deadline with no update")
+            self._fail(f"{MAX_EMPTY_ROUNDS} rounds in a row closed at their deadline with no update")
 
     def _begin_event(self) -> None:
         """An event starts changing the state: no checkpoint until the next safe point, and a dispatch after it."""
@@ -422,12 +472,17 @@ class AsyncFLLoop:
             return error
 
     def _flush_or_stop(self) -> None:
-        """Nothing in flight and nothing to dispatch: aggregate what the buffer holds, or stop."""
+        """Nothing in flight and nothing to dispatch: aggregate what the buffer holds, ask the
+        scheduler for a new round after an empty one, or stop as failed (a dead end is not a stop rule)."""
         if len(self.buffer):
             log.info("nothing in flight and nothing to dispatch: flushing %d buffered update(s)", len(self.buffer))
             self._aggregate()
             return
-        self._stop(
+        if not self._asked_again and self.scheduler.on_empty_round(self.now):
+            log.info("a round came back empty at version %d: a new round", self.version)
+            self._asked_again = True
+            return
+        self._fail(
             f"nothing in flight, the scheduler dispatched nothing and set no wake-up "
             f"(version {self.version}, {len(self._idle)} idle clients)"
         )
@@ -452,7 +507,7 @@ class AsyncFLLoop:
                     continue
                 self._idle_wakeups += 1
                 if self._idle_wakeups > MAX_IDLE_WAKEUPS:
-                    self._stop(f"the scheduler woke {MAX_IDLE_WAKEUPS} times with nothing in flight and dispatched nothing")
+                    self._fail(f"the scheduler woke {MAX_IDLE_WAKEUPS} times with nothing in flight and dispatched nothing")
                     break
                 time.sleep(max(0.0, horizon - self.wall_time))
                 continue
@@ -487,6 +542,7 @@ class AsyncFLLoop:
         idle = self.availability.filter(self._idle, self.now)
         in_flight = sorted(job.client_id for job in self._jobs.values())
         chosen = self.scheduler.schedule(self.now, idle, in_flight, self.version, self.rng)
+        self._asked_again = self._asked_again and not chosen
         for client in chosen:
             job = self._timed(Job(
                 job_id=self._next_job, client_id=client, base_version=self.version,
@@ -548,6 +604,7 @@ class AsyncFLLoop:
             self.availability.on_dropout(job, self.now)
             log.info("job %d (client %d) dropped out at %.3f", job.job_id, job.client_id, self.now)
             self._call("on_dropout", self, job)
+            self._no_progress(1, f"job {job.job_id} (client {job.client_id}) dropped out")
             return
         if isinstance(outcome, Exception) and self.on_client_error == "retry" and job.attempt < self.max_retries:
             detail = f"{type(outcome).__name__}: {outcome}"
@@ -566,6 +623,7 @@ class AsyncFLLoop:
             self.counts["failed"] += 1
             log.warning("job %d (client %d) failed: %s", job.job_id, job.client_id, detail)
             self._call("on_update_rejected", self, job, "failed", detail, None)
+            self._no_progress(1, f"job {job.job_id} (client {job.client_id}) failed: {detail}")
             self._check_budgets()
             return
         staleness = self.version - job.base_version
@@ -587,6 +645,7 @@ class AsyncFLLoop:
             self.rejected[reason] += 1
             log.warning("update of job %d (client %d) rejected (%s): %s", job.job_id, job.client_id, reason, detail)
             self._call("on_update_rejected", self, job, reason, detail, update)
+            self._no_progress(1, f"the update of job {job.job_id} (client {job.client_id}) was rejected as {reason}: {detail}")
         else:
             self.counts["accepted"] += 1
             self.buffer.push(update)
@@ -603,6 +662,11 @@ class AsyncFLLoop:
     def _check(self, update: ClientUpdate) -> tuple[str, str] | None:
         if update.state.layout != self.global_state.layout:
             return "shape", "the update's tensors do not match the global model's names and shapes"
+        if update.state.flat.shape != self.global_state.flat.shape:  # the layout may be right and the vector not
+            return "shape", f"the update's flat vector has {update.state.flat.numel()} values, the global model's {self.global_state.flat.numel()}"
+        extras = self.global_state.extras
+        if {k: v.shape for k, v in update.state.extras.items()} != {k: v.shape for k, v in extras.items()}:
+            return "shape", "the update's integer buffers do not match the global model's names and shapes"
         if update.state.flat.dtype != self.global_state.flat.dtype:
             return "dtype", f"the update's weights are {update.state.flat.dtype}, the global model's {self.global_state.flat.dtype}"
         if not all_finite(update.state.flat):
@@ -622,9 +686,11 @@ class AsyncFLLoop:
         if not all_finite(new_state.flat):
             self.rejected["non_finite_aggregate"] += len(updates)
             log.warning("aggregate of %d update(s) at version %d is not finite: not installed", len(updates), self.version)
+            self._no_progress(len(updates), f"the aggregate of {len(updates)} update(s) at version {self.version} was not finite (non_finite_aggregate)")
             return
         self.global_state = new_state
         self.version += 1
+        self._futile, self._progress_time = 0, self.now
         self.counts["applied"] += len(updates)
         if self.checkpointer is not None and self.checkpointer.due(self.version, self._checkpointed_version):
             self._checkpoint_due = True  # written at the next safe point, once this event is whole
@@ -670,6 +736,28 @@ class AsyncFLLoop:
     def _stop(self, reason: str) -> None:
         self.stop_reason = reason
         log.info("stopping at version %d, virtual time %.3f: %s", self.version, self.now, reason)
+
+    def _fail(self, reason: str) -> None:
+        """Stop as failed (once the current event is over): not a stop rule, the run did not get there."""
+        if self.stop_reason is None:
+            self._failure = reason
+            self._stop(reason)
+
+    def _no_progress(self, arrivals: int, what: str) -> None:
+        """Count ``arrivals`` that brought nothing; stop as failed when the no-progress guard says so."""
+        self._futile += arrivals
+        self._last_problem = what
+        limit, patience = self.max_arrivals_without_progress, self.max_time_without_progress
+        if limit is not None and self._futile >= limit and not len(self.buffer):  # accepted updates still buffered may yet make a version
+            self._fail(
+                f"no progress: {self._futile} arrivals in a row brought no new global version "
+                f"(server.max_arrivals_without_progress={limit}); the last: {what}"
+            )  # fmt: skip
+        elif patience is not None and self.now - self._progress_time >= patience:
+            self._fail(
+                f"no progress: no new global version for {patience:g} virtual seconds, since {self._progress_time:.3f} "
+                f"(server.max_time_without_progress); the last: {what}"
+            )  # fmt: skip
 
     def _call(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
@@ -722,6 +810,7 @@ class AsyncFLLoop:
             "peak_snapshots": self.peak_snapshots,
             "idle_wakeups": self._idle_wakeups,
             "dispatch_pending": self._dispatch_pending,
+            "progress": {"futile": self._futile, "since": self._progress_time, "last": self._last_problem},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -774,6 +863,9 @@ class AsyncFLLoop:
         self.peak_snapshots = int(state["peak_snapshots"])
         self._idle_wakeups = int(state["idle_wakeups"])
         self._dispatch_pending = bool(state["dispatch_pending"])
+        progress = state.get("progress", {})  # checkpoints from before the no-progress guard have none
+        self._futile, self._progress_time = int(progress.get("futile", 0)), float(progress.get("since", self.now))
+        self._last_problem = str(progress.get("last", ""))
         self._checkpointed_version = self.version
         self.stop_reason = None
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import re
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +28,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_asyncfl import seeding
 from lightning_asyncfl.availability import Availability
-from lightning_asyncfl.checkpoint import Checkpointer, find_checkpoint, load_checkpoint
+from lightning_asyncfl.checkpoint import Checkpointer, checkpoints_in, load_checkpoint
+from lightning_asyncfl.delays import DelayModel
+from lightning_asyncfl.executors.base import Executor
+from lightning_asyncfl.aggregators.base import AsyncAggregator
 from lightning_asyncfl.faults import Faults
 from lightning_asyncfl.callbacks import Callback, ClientMetricsCSV, ClientTrainingCSV, LoggerCallback, MetricsCSV, ProgressBar, RunFigures, UpdatesCSV, build_loggers, check_loggers
 from lightning_asyncfl.data.report import write_partition_report
@@ -48,27 +53,61 @@ T = TypeVar("T")
 
 #: what a resumed run may change: how it runs and when it stops, never what it computes
 RESUME_MAY_CHANGE = (
-    "resume", "progress", "output_dir", "checkpoint", "executor", "callbacks", "logger", "optimized_metric", "figures",
+    "resume", "resume_inexact", "progress", "output_dir", "checkpoint", "executor", "callbacks", "logger", "optimized_metric", "figures",
     "server.max_steps", "server.max_updates", "server.max_time", "server.target_accuracy", "server.target_metric",
 )  # fmt: skip
+#: executors that give the same bytes as each other (the batched one only agrees within tolerance)
+EXACT_EXECUTORS = tuple(f"lightning_asyncfl.executors.{name}" for name in ("SequentialExecutor", "ThreadExecutor", "ProcessExecutor", "RayExecutor"))
+#: executor keys that are part of the result on the CPU (summation order), whatever the executor
+EXECUTOR_RESULT_KEYS = ("num_threads", "devices")
 
 
-def resume_run_dir(resume: str | None) -> Path | None:
-    """The run directory a ``resume=PATH`` continues: PATH itself, or the run that holds the checkpoint file."""
+def resume_run_dir(resume: str | None, output_dir: str | None = None) -> Path | None:
+    """The run directory a ``resume=PATH`` continues: PATH itself, the run that holds the
+    checkpoint file in its ``checkpoints/``, else ``output_dir`` (None when not given)."""
     if resume in (None, "", "auto"):
         return None
     path = Path(str(resume))
     if path.is_dir():
         return path
-    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    if path.parent.name == "checkpoints":
+        return path.parent.parent
+    return None if output_dir in (None, "") else Path(str(output_dir))
+
+
+def unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be a directory this process writes into, or None (it then exists)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            return f"{existing} is not a directory"
+        return error.strerror or type(error).__name__
+    return None
+
+
+def writable_problem(key: str, path: Any) -> str | None:
+    """The config problem of a directory ``key`` this process cannot create and write, or None."""
+    reason = unwritable(Path(str(path)))
+    return None if reason is None else f"{key} must be a directory this process can create and write, got {str(path)!r} ({reason})"
+
+
+#: where Hydra's own files go when output_dir cannot be written, so that run() can report it
+UNUSABLE_RUN_DIR = Path(tempfile.gettempdir()) / "lightning_asyncfl-unusable-output-dir"
 
 
 def _run_dir(output_dir: Any, resume: Any, default: str) -> str:
-    """``hydra.run.dir``: the resumed run's directory, else ``output_dir``, else ``default``."""
-    resumed = resume_run_dir(resume)
-    if resumed is not None:
-        return str(resumed)
-    return default if output_dir in (None, "") else str(output_dir)
+    """``hydra.run.dir``: the resumed run's directory, else ``output_dir``, else ``default``.
+
+    A directory that cannot be written is not handed to Hydra (which would fail with a
+    traceback before the run starts): :func:`run` reports it as a config error instead.
+    """
+    resumed = resume_run_dir(resume, output_dir)
+    chosen = str(resumed) if resumed is not None else default if output_dir in (None, "") else str(output_dir)
+    return str(UNUSABLE_RUN_DIR) if unwritable(Path(chosen)) is not None else chosen
 
 
 # ``hydra.run.dir`` follows ``output_dir`` when one is given, and the resumed run with resume=PATH
@@ -132,7 +171,7 @@ def _instantiate_logged(key: str, node: DictConfig, **kwargs: Any) -> Any:
 
 def _output_dir(cfg: DictConfig) -> Path:
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
-    resumed = resume_run_dir(cfg.get("resume"))
+    resumed = resume_run_dir(cfg.get("resume"), cfg.get("output_dir"))
     if resumed is not None:
         return resumed
     if cfg.get("output_dir"):
@@ -151,15 +190,19 @@ def _seeded(seed: int, make: Callable[[], T]) -> T:
         return make()
 
 
-def _build_optional(problems: _Problems, cfg: DictConfig, key: str, base: type[T]) -> T | None:
-    """The group ``key`` built and checked to be a ``base`` (``base()`` when the group is absent), or None with the problem recorded."""
-    if cfg.get(key) is None:
-        return base()
-    obj = problems.build(key, lambda: _instantiate_logged(key, cfg[key]))
+def _of_type(problems: _Problems, key: str, obj: Any, base: type[T]) -> T | None:
+    """``obj`` if it is a ``base`` (or None), else None with the problem recorded under ``key``."""
     if obj is not None and not isinstance(obj, base):
         problems.items.append(f"{key}._target_ must be a {base.__module__}.{base.__name__}, got {type(obj).__name__}")
         return None
     return obj
+
+
+def _build_optional(problems: _Problems, cfg: DictConfig, key: str, base: type[T]) -> T | None:
+    """The group ``key`` built and checked to be a ``base`` (``base()`` when the group is absent), or None with the problem recorded."""
+    if cfg.get(key) is None:
+        return base()
+    return _of_type(problems, key, problems.build(key, lambda: _instantiate_logged(key, cfg[key])), base)
 
 
 def _build_system(problems: _Problems, cfg: DictConfig) -> SystemModel | None:
@@ -170,11 +213,7 @@ def _build_system(problems: _Problems, cfg: DictConfig) -> SystemModel | None:
     devices = None
     if node.get("devices") is not None:
         devices = problems.build("system.devices", lambda: instantiate(node.devices, _convert_="all"))
-    system = problems.build("system", lambda: _instantiate_logged("system", node, devices=devices))
-    if system is not None and not isinstance(system, SystemModel):
-        problems.items.append(f"system._target_ must be a {SystemModel.__module__}.{SystemModel.__name__}, got {type(system).__name__}")
-        return None
-    return system
+    return _of_type(problems, "system", problems.build("system", lambda: _instantiate_logged("system", node, devices=devices)), SystemModel)
 
 
 def _checkpointer(checkpoint: Any, directory: Path, meta: dict[str, Any] | None = None) -> Checkpointer:
@@ -221,11 +260,13 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         problems.items.append(f"model._target_ must be a LightningModule, got {type(model).__name__}")
         model = None
     aggregator = problems.build("server.aggregator", lambda: _instantiate_logged("aggregator", cfg.server.aggregator))
+    aggregator = _of_type(problems, "server.aggregator", aggregator, AsyncAggregator)
     if cfg.server.get("scheduler") is None and isinstance(aggregator, Scheduler):  # e.g. FedAT: one object plays both
         scheduler = aggregator
     else:
         scheduler = problems.build("server.scheduler", lambda: _instantiate_logged("scheduler", cfg.server.scheduler))
-    delay = problems.build("delay", lambda: _instantiate_logged("delay", cfg.delay))
+        scheduler = _of_type(problems, "server.scheduler", scheduler, Scheduler)
+    delay = _of_type(problems, "delay", problems.build("delay", lambda: _instantiate_logged("delay", cfg.delay)), DelayModel)
     system = _build_system(problems, cfg)
     algorithm = problems.build("client_algorithm", lambda: _instantiate_logged("client_algorithm", cfg.client_algorithm))
     if algorithm is not None and not isinstance(algorithm, ClientAlgorithm):
@@ -236,7 +277,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             "SCAFFOLD needs both halves: server.aggregator Scaffold and client_algorithm=scaffold "
             f"(got {type(aggregator).__name__} with {type(algorithm).__name__}); use server=scaffold"
         )
-    executor = problems.build("executor", lambda: _instantiate_logged("executor", cfg.executor))
+    executor = _of_type(problems, "executor", problems.build("executor", lambda: _instantiate_logged("executor", cfg.executor)), Executor)
     attack = _build_optional(problems, cfg, "attack", Attack)
     availability = _build_optional(problems, cfg, "availability", Availability)
     faults = _build_optional(problems, cfg, "faults", Faults)
@@ -244,8 +285,10 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     if checkpoint:
         problems.check("checkpoint", lambda: require(isinstance(checkpoint.get("enabled", True), bool), "enabled", checkpoint.get("enabled"), "true or false"))
         problems.check("checkpoint", lambda: _checkpointer(checkpoint, Path(".")))
+        if checkpoint.get("enabled", True) and checkpoint.get("dir"):
+            problems.items.extend(p for p in [writable_problem("checkpoint.dir", checkpoint.get("dir"))] if p)
     callbacks = [
-        problems.build(f"callbacks.{name}", lambda node=node, name=name: _instantiate_logged(f"callbacks.{name}", node))
+        _of_type(problems, f"callbacks.{name}", problems.build(f"callbacks.{name}", lambda node=node, name=name: _instantiate_logged(f"callbacks.{name}", node)), Callback)
         for name, node in (cfg.get("callbacks") or {}).items()
     ]
     problems.check("logger", lambda: check_loggers(cfg.get("logger")))
@@ -276,7 +319,8 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         problems.check("model", lambda: logged.extend(check_model(
             model, data.train_dataset, data.client_indices, data.test_dataset, settings=dict(cfg.client), algorithm=algorithm, eval_batch_size=int(cfg.eval.batch_size),
         )))  # fmt: skip
-    loop_keys = {k: cfg.server[k] for k in ("max_steps", "max_staleness", "eval_every", "max_updates", "max_time", "target_accuracy", "target_metric", "on_client_error", "max_retries") if k in cfg.server}
+    loop_keys = {k: cfg.server[k] for k in ("max_steps", "max_staleness", "eval_every", "max_updates", "max_time", "target_accuracy", "target_metric", "on_client_error",
+                                            "max_retries", "max_arrivals_without_progress", "max_time_without_progress") if k in cfg.server}  # fmt: skip
     problems.check("server", lambda: check_loop_settings(**loop_keys))
     problems.check("", lambda: check_loop_settings(max_steps=1, clock=cfg.get("clock", "virtual")))
     problems.raise_if_any()
@@ -330,69 +374,134 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
     return plain
 
 
-def _default_config() -> DictConfig:
-    """The config with no overrides, from the running Hydra app's config search path if there is one."""
-    from hydra import compose as hydra_compose
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():
-        return hydra_compose(config_name="config")
-    return compose()
+def _differs(key: str, has: Any, gives: Any) -> str:
+    has, gives = ("nothing" if v is _ABSENT else v for v in (has, gives))
+    return f"{key}: the checkpoint's run has {has!r}, this command gives {gives!r}"
 
 
-def resume_config(cfg: DictConfig, saved: dict[str, Any], default: DictConfig | None = None) -> DictConfig:
-    """The config of a resumed run: the checkpoint's ``saved`` config, with what ``cfg`` asks to change.
+def inexact_changes(cfg: DictConfig, saved: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, checkpoint's value, this command's)`` for each executor setting that makes the
+    resumed run's bytes differ from the uninterrupted run's.
 
-    A value of ``cfg`` that differs from the packaged default (``default``) was asked for.
-    Only the keys of :data:`RESUME_MAY_CHANGE` may differ from the checkpoint (how the run
-    is executed and when it stops); any other one is a :class:`ConfigError` naming it.
+    Any executor of :data:`EXACT_EXECUTORS` gives the same bytes as another, provided each
+    job runs with the same intra-op threads on the same devices.
     """
-    current = _plain(cfg)
-    defaults = _leaves(_plain(default if default is not None else _default_config()))
-    given = {k: v for k, v in _leaves(current).items() if k not in defaults or defaults[k] != v}
-    saved_leaves = _leaves(saved)
+    current, stored = _plain(cfg).get("executor") or {}, saved.get("executor") or {}
+    changes = []
+    old, new = stored.get("_target_", _ABSENT), current.get("_target_", _ABSENT)
+    if old != new and not (old in EXACT_EXECUTORS and new in EXACT_EXECUTORS):
+        changes.append(("executor._target_", old, new))
+    for key in EXECUTOR_RESULT_KEYS:
+        old, new = stored.get(key), current.get(key)  # absent: the executor has no such setting, as null
+        if old != new:
+            changes.append((f"executor.{key}", old, new))
+    return changes
+
+
+def resume_config(cfg: DictConfig, saved: dict[str, Any]) -> DictConfig:
+    """The config of a resumed run: this command's ``cfg``, checked against the checkpoint's ``saved`` config.
+
+    ``saved`` is plain data from a file and is never instantiated: every object of the
+    resumed run is built from ``cfg``, the config this command composes. Outside
+    :data:`RESUME_MAY_CHANGE` (how the run is executed and when it stops) every value must
+    equal the checkpoint's, or a :class:`ConfigError` names each key with both values.
+    Executor settings that change the bytes (:func:`inexact_changes`) are refused unless
+    ``resume_inexact`` is true.
+    """
+    current_leaves, saved_leaves = _leaves(_plain(cfg)), _leaves(saved)
     problems = [
-        f"{key}: the checkpoint's run has {saved_leaves.get(key)!r}, this command gives {value!r}; a resumed run keeps "
-        f"its config (only {', '.join(RESUME_MAY_CHANGE)} may change)"
-        for key, value in sorted(given.items())
-        if not _may_change(key) and saved_leaves.get(key) != value
+        _differs(key, saved_leaves.get(key, _ABSENT), current_leaves.get(key, _ABSENT))
+        for key in sorted(set(current_leaves) | set(saved_leaves), key=str)
+        if not _may_change(key) and saved_leaves.get(key, _ABSENT) != current_leaves.get(key, _ABSENT)
     ]
     if problems:
+        problems.append(
+            "a resumed run builds what this command composes and checks it against the checkpoint's config: "
+            "give the run's own overrides again (its .hydra/overrides.yaml); only "
+            f"{', '.join(RESUME_MAY_CHANGE)} may differ"
+        )
+    inexact = inexact_changes(cfg, saved)
+    if inexact and not cfg.get("resume_inexact", False):
+        problems += [_differs(*change) for change in inexact]
+        problems.append("these change the result's bytes: resume_inexact=true continues anyway, and summary.json records the continuation as not identical")
+    if problems:
         raise ConfigError(problems)
-    merged = OmegaConf.create(saved)
-    asked = OmegaConf.create(current)
-    for key in RESUME_MAY_CHANGE:  # taken from this command when asked for, or new since the checkpoint
-        value = OmegaConf.select(asked, key, default=_ABSENT)
-        if value is not _ABSENT and (key == "resume" or _given(key, given) or OmegaConf.select(merged, key, default=_ABSENT) is _ABSENT):
-            OmegaConf.update(merged, key, value, merge=False)
-    return merged
+    return cfg
+
+
+def _resume_candidates(cfg: DictConfig, out: Path) -> list[Path] | None:
+    """The checkpoints ``resume`` may continue from, newest first (None: not resuming)."""
+    resume = cfg.get("resume")
+    if resume in (None, ""):
+        return None
+    elsewhere = (cfg.get("checkpoint") or {}).get("dir")
+    if resume != "auto" and Path(str(resume)).is_file():
+        if resume_run_dir(resume, cfg.get("output_dir")) is None:
+            raise ConfigError([
+                f"resume: {resume} is not in a run's checkpoints/ directory; give output_dir=THE RUN DIRECTORY "
+                "so that the run's files are continued there"
+            ])  # fmt: skip
+        return [Path(str(resume))]
+    places = [Path(str(elsewhere))] if resume == "auto" and elsewhere else [out if resume == "auto" else Path(str(resume))]
+    if resume != "auto" and elsewhere:
+        places.append(Path(str(elsewhere)))
+    for place in places:
+        found = checkpoints_in(place)
+        if found:
+            return found
+    return []
 
 
 def _load_resume(cfg: DictConfig, out: Path) -> tuple[DictConfig, dict[str, Any] | None]:
-    """The config to run and the checkpoint state to continue from (None: a new run)."""
-    resume = cfg.get("resume")
-    if resume in (None, ""):
+    """The config to run and the checkpoint state to continue from (None: a new run).
+
+    A damaged checkpoint found in a directory (truncated, a checksum that does not match)
+    is skipped with a warning for the previous one; a checkpoint file named explicitly
+    must load.
+    """
+    candidates = _resume_candidates(cfg, out)
+    if candidates is None:
         return cfg, None
-    path = find_checkpoint(out if resume == "auto" else resume)
-    if path is None:
+    resume = cfg.get("resume")
+    if not candidates:
         if resume == "auto":
-            log.info("resume=auto: no checkpoint in %s, starting the run", out)
+            log.info("resume=auto: no checkpoint in %s, starting the run", (cfg.get("checkpoint") or {}).get("dir") or out)
             return cfg, None
-        raise ConfigError([f"resume: no checkpoint at {resume!r}; give a checkpoint file, a run directory with checkpoints/, or auto"])
-    try:
-        state = load_checkpoint(path)
-    except InvalidValue as error:
-        raise ConfigError([str(error)]) from None
+        raise ConfigError([
+            f"resume: no checkpoint at {resume!r}; give a checkpoint file, a run directory with checkpoints/, or auto "
+            "(a run whose checkpoints are in checkpoint.dir: give checkpoint.dir too)"
+        ])  # fmt: skip
+    damaged: list[str] = []
+    for path in candidates:
+        try:
+            state = load_checkpoint(path)
+        except InvalidValue as error:
+            damaged.append(str(error))
+            continue
+        if damaged:
+            log.warning("%s; resuming from the previous checkpoint, %s", "; ".join(damaged), path)
+        break
+    else:
+        raise ConfigError(damaged)
     log.info("Resuming from %s (version %d, virtual time %.3f)", path, state["version"], state["now"])
-    return resume_config(cfg, state["config"]), state
+    resumed = resume_config(cfg, state["config"])
+    changes = [f"{key}: {old} -> {new} (at version {state['version']})" for key, old, new in inexact_changes(cfg, state["config"])]
+    state["continuation"] = [*state.get("continuation", []), *changes]
+    return resumed, state
 
 
 def _write_summary(out: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    """Write ``summary.json``; the last checkpoint's path is relative to the run directory when inside it."""
+    """Write ``summary.json`` atomically (a full disk keeps the previous one whole); the last
+    checkpoint's path is relative to the run directory when inside it."""
     last = summary.get("last_checkpoint")
     if last is not None and Path(last).resolve().is_relative_to(out.resolve()):
         summary = {**summary, "last_checkpoint": str(Path(last).resolve().relative_to(out.resolve()))}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    path, tmp = out / "summary.json", out / ".summary.json.tmp"
+    try:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return summary
 
 
@@ -430,6 +539,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     writes ``summary.json`` (``status`` ``interrupted`` or ``failed``) before re-raising.
     """
     out = _output_dir(cfg)
+    problem = writable_problem("output_dir", out)
+    if problem is not None:
+        raise ConfigError([problem])
     cfg, resume = _load_resume(cfg, out)
     parts = build(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -471,8 +583,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         callbacks.append(LoggerCallback(build_loggers(cfg.logger, out), hparams=_plain(cfg), figures=lambda: figures.written))
     checkpointer = None
     checkpoint = cfg.get("checkpoint") or {}
+    continuation = list(resume.get("continuation", [])) if resume is not None else []  # resumes that changed the bytes
     if checkpoint.get("enabled", True):
-        checkpointer = _checkpointer(checkpoint, out / "checkpoints", meta={"config": _plain(cfg)})
+        checkpointer = _checkpointer(checkpoint, out / "checkpoints", meta={"config": _plain(cfg), "continuation": continuation})
     loop = AsyncFLLoop(
         initial_state=ModelState.from_module(template).to(evaluator.device),  # the global model lives where clients train
         aggregator=parts["aggregator"],
@@ -495,12 +608,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         **parts["loop_keys"],
     )
     log.info("Running %r with %d clients (%d training samples), output in %s", loop, loop.num_clients, sum(data.num_samples), out)
-    extra = {"seed": seed, "num_clients": loop.num_clients, "output_dir": str(out.resolve()),
-             "flops_per_example": loop.system.flops_per_example, "model_bytes": loop.global_state.nbytes}  # fmt: skip
+    extra = {
+        "seed": seed, "num_clients": loop.num_clients, "output_dir": str(out.resolve()),
+        "flops_per_example": loop.system.flops_per_example, "model_bytes": loop.global_state.nbytes,
+        "continuation": {"identical": not continuation, "changed": continuation},
+    }  # fmt: skip
     try:
         summary = loop.run(resume=resume)
     except BaseException:
-        _write_summary(out, {**loop.summary(), **split_summary(loop.history), **extra})
+        try:
+            _write_summary(out, {**loop.summary(), **split_summary(loop.history), **extra})
+        except OSError as error:  # a full disk: the error that stopped the run is the one to report
+            log.error("could not write summary.json: %s", error)
         log.warning("run %s: summary.json and the last checkpoint (%s) are in %s", loop.status, loop.last_checkpoint, out.resolve())
         raise
     torch.save(loop.global_state.to("cpu").state_dict(), out / "final_model.pt")

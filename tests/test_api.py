@@ -94,7 +94,7 @@ def test_a_resumed_run_may_report_another_optimized_metric(tmp_path):
     cfg = compose([*SMALL, f"output_dir={tmp_path}", "resume=auto", "optimized_metric=best_accuracy"])
 
     # Execute
-    merged = resume_config(cfg, saved, default=compose())
+    merged = resume_config(cfg, saved)
 
     # Assert: what the entry point reports is not what the run computes, so it may change
     assert merged.server == saved["server"] and merged.seed == saved["seed"]

@@ -8,6 +8,7 @@ from torch.utils.data import TensorDataset
 
 from lightning_asyncfl.aggregators import FedAsync, FedBuff
 from lightning_asyncfl.delays import ConstantDelay, NoDelay
+from lightning_asyncfl.errors import RunFailed
 from lightning_asyncfl.schedulers import RoundScheduler
 from lightning_asyncfl.schedulers.base import Scheduler
 from tests.helpers import FirstIdle, Recorder, ScriptedDelay, make_loop, toy_data
@@ -75,10 +76,14 @@ class Never(Scheduler):
         return []
 
 
-def test_a_scheduler_that_dispatches_nothing_stops_the_run_with_a_reason():
-    summary = make_loop(FedAsync(), Never(), NoDelay(), max_steps=5).run()
+def test_a_scheduler_that_dispatches_nothing_stops_the_run_as_failed_with_a_reason():
+    loop = make_loop(FedAsync(), Never(), NoDelay(), max_steps=5)
 
-    assert summary["steps"] == 0
+    with pytest.raises(RunFailed, match="nothing in flight, the scheduler dispatched nothing"):
+        loop.run()
+
+    summary = loop.summary()
+    assert summary["steps"] == 0 and summary["status"] == "failed"
     assert summary["stop_reason"].startswith("nothing in flight, the scheduler dispatched nothing")
 
 

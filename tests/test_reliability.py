@@ -4,17 +4,25 @@ validation and the accounting of every dispatched job."""
 from __future__ import annotations
 
 import csv
+import json
 import math
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from lightning_asyncfl.attacks import Attack
 from lightning_asyncfl.availability import Availability, CheckIn, Dropout, Windows
-from lightning_asyncfl.errors import ConfigError, InvalidValue
+from lightning_asyncfl.checkpoint import find_checkpoint, load_checkpoint
+from lightning_asyncfl.errors import ConfigError, InvalidValue, RunFailed
 from lightning_asyncfl.faults import Faults, InjectedFault
+from lightning_asyncfl.models.mlp import MLP
 from lightning_asyncfl.run import run
+from lightning_asyncfl.schedulers.base import Scheduler
 from lightning_asyncfl.state import Job, JobResult, ModelState
 
 
@@ -286,3 +294,154 @@ def test_with_10pc_failing_10pc_dropping_and_5pc_nan_the_default_experiment_stay
     assert faulty["failed"] > 0 and faulty["dropped"] > 0 and faulty["rejected"]["non_finite"] > 0
     assert faulty["accounting"]["balanced"]
     assert abs(faulty["final_accuracy"] - clean["final_accuracy"]) <= 0.03
+
+
+# -- every run ends: the no-progress guard --------------------------------------------------------
+
+GUARD = ["server.max_arrivals_without_progress=25"]
+
+
+class _AlwaysRaises(MLP):
+    """A LightningModule whose training step always raises."""
+
+    def training_step(self, batch, batch_idx):
+        raise ValueError("the loss is undefined for this batch")
+
+
+class _Huge(Attack):
+    """Sends finite values near float32's largest (3e38): accepted, but no aggregate of them is finite."""
+
+    def _corrupt(self, job, base, trained):
+        return torch.full_like(trained, 3e38)
+
+
+def _failed_run(tmp_path: Path, name: str = "run") -> dict:
+    """The files of a run that stopped as failed: its summary, with its checkpoint checked."""
+    out = tmp_path / name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["accounting"]["balanced"]
+    state = load_checkpoint(find_checkpoint(out))
+    assert state["version"] == summary["steps"]
+    assert not (out / "final_model.pt").exists()
+    return summary
+
+
+@pytest.mark.parametrize(
+    ("overrides", "last_error"),
+    [
+        (["faults=random", "faults.error_rate=1.0", "faults.nan_rate=0"], "InjectedFault: injected fault"),
+        (["faults=random", "faults.error_rate=0", "faults.nan_rate=1.0"], "non_finite: the update holds NaN or infinite values"),
+        (["availability=dropout", "availability.p=1"], "dropped out"),
+        (["model._target_=tests.test_reliability._AlwaysRaises", "system.flops_per_example=1e6"], "ValueError: the loss is undefined for this batch"),
+        (["attack=scale", "attack.fraction=0.05", "attack.factor=1e20"], "non_finite"),
+        (["server=fedbuff", "attack._target_=tests.test_reliability._Huge", "attack.fraction=0.05"], "non_finite"),
+    ],
+    ids=["errors", "nan", "dropout", "raising-training-step", "scale-1e20", "finite-3e38"],
+)
+def test_a_run_that_makes_no_progress_stops_as_failed_with_the_last_error(make_cfg, tmp_path, overrides, last_error):
+    # Execute
+    with pytest.raises(RunFailed) as error:
+        run(make_cfg(*GUARD, "server.max_steps=200", *overrides))
+
+    # Assert: why, quoting the last error; a checkpoint and a summary that says failed
+    futile = re.match(r"no progress: (\d+) arrivals in a row brought no new global version", str(error.value))
+    assert futile and int(futile.group(1)) >= 25 and last_error in str(error.value)  # an aggregate that was not installed counts all its updates
+    summary = _failed_run(tmp_path)
+    assert summary["stop_reason"] == str(error.value)
+
+
+def test_the_guard_on_virtual_time_stops_a_run_that_makes_no_progress_for_that_long(make_cfg, tmp_path):
+    with pytest.raises(RunFailed, match=r"no progress: no new global version for 5(\.0)? virtual seconds"):
+        run(make_cfg("faults=random", "faults.error_rate=1.0", "faults.nan_rate=0", "system=none", "delay=constant", "delay.value=1.0",
+                     "server.max_time_without_progress=5"))  # 10 jobs of 1 s in flight: 50 arrivals in 5 s, far below the arrivals' limit
+    assert _failed_run(tmp_path)["virtual_time"] < 10
+
+
+@pytest.mark.slow  # about a minute: 1000 arrivals through the command line
+def test_the_guard_has_a_default_and_the_cli_exits_non_zero_with_the_reason(tmp_path):
+    # Execute: every client drops out of every job; only the default guard stops it
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_asyncfl", "availability=dropout", "availability.p=1", "progress=false", f"output_dir={tmp_path / 'run'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+    # Assert
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "error: no progress: 1000 arrivals in a row" in result.stderr and "Traceback" not in result.stderr
+    assert _failed_run(tmp_path)["dropped"] == 1000
+
+
+def test_guard_settings_are_checked(make_cfg):
+    with pytest.raises(ConfigError) as error:
+        run(make_cfg("server.max_arrivals_without_progress=0", "server.max_time_without_progress=-1"))
+    assert "server.max_arrivals_without_progress must be null or an integer >= 1, got 0" in str(error.value)
+    assert "server.max_time_without_progress must be null or > 0, got -1" in str(error.value)
+
+
+# -- synchronous servers: an empty round is followed by a new round ----------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["server=fedavg", "server.scheduler.clients_per_round=2", "availability=dropout", "availability.p=0.5"],
+        ["server=scaffold", "server.scheduler.clients_per_round=2", "availability=dropout", "availability.p=0.5"],
+        ["server=fedavg", "server.scheduler.clients_per_round=2", "faults=random", "faults.error_rate=0.5", "faults.nan_rate=0.3"],
+        ["server=fedat", "server.aggregator.clients_per_round=1", "availability=dropout", "availability.p=0.5"],
+    ],
+    ids=["fedavg-dropout", "scaffold-dropout", "fedavg-faults", "fedat-dropout"],
+)
+def test_a_synchronous_round_whose_clients_all_fail_or_drop_is_followed_by_a_new_round(make_cfg, tmp_path, overrides):
+    # Execute
+    summary = run(make_cfg(*overrides))
+
+    # Assert: the run reaches its budget; some rounds came back empty on the way
+    assert summary["status"] == "completed" and summary["stop_reason"] == "max_steps" and summary["steps"] == 12
+    assert summary["accounting"]["balanced"]
+    assert summary["dropped"] + summary["failed"] + summary["rejected_total"] > 0
+
+
+def test_a_synchronous_run_whose_rounds_always_come_back_empty_fails(make_cfg, tmp_path):
+    with pytest.raises(RunFailed, match="no progress"):
+        run(make_cfg(*GUARD, "server=fedavg", "server.scheduler.clients_per_round=2", "availability=dropout", "availability.p=1"))
+    assert _failed_run(tmp_path)["dropped"] == 25
+
+
+class _Once(Scheduler):
+    """Dispatches one client at the start, then never again."""
+
+    def _select(self, now, idle, in_flight, version, rng):
+        return [idle[0]] if version == 0 and not in_flight and now == 0 else []
+
+
+def test_a_run_that_stops_before_its_budget_without_a_stop_rule_is_not_completed(make_cfg, tmp_path):
+    with pytest.raises(RunFailed, match="nothing in flight, the scheduler dispatched nothing"):
+        run(make_cfg("server.scheduler._target_=tests.test_reliability._Once", "~server.scheduler.concurrency"))
+    assert _failed_run(tmp_path)["steps"] == 1
+
+
+# -- the full shape of an update is checked -----------------------------------------------------
+
+
+class _Short(Faults):
+    """Every third job sends a flat vector one value short, with the right layout."""
+
+    def after_training(self, job: Job, result: JobResult) -> JobResult:
+        if job.job_id % 3:
+            return result
+        state = result.state
+        return JobResult(ModelState(state.flat[:-1].clone(), state.layout, state.extras, state.side), result.metrics, result.client_state)
+
+
+def test_an_update_with_the_right_layout_but_a_shorter_vector_is_rejected_as_shape(make_cfg, tmp_path):
+    # Execute
+    summary = run(make_cfg("faults._target_=tests.test_reliability._Short"))
+
+    # Assert
+    rows = _rows(tmp_path / "run")
+    shape = [r for r in rows if r["status"] == "shape"]
+    assert summary["status"] == "completed" and summary["rejected"]["shape"] == len(shape) > 0
+    assert all(int(r["job_id"]) % 3 == 0 for r in shape)
+    size = int(shape[0]["detail"].split()[-1])
+    assert shape[0]["detail"] == f"the update's flat vector has {size - 1} values, the global model's {size}"
+    assert summary["accounting"]["balanced"] and (tmp_path / "run" / "final_model.pt").is_file()

@@ -31,6 +31,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import Tensor
 
+from lightning_asyncfl.errors import RunFailed
 from lightning_asyncfl.executors.base import TrainerFactory, WorkerLost
 from lightning_asyncfl.executors.pool import ParallelExecutor, remote_error
 from lightning_asyncfl.state import Job, JobResult, ModelState
@@ -60,10 +61,28 @@ def _exit_with_parent(parent_pid: int) -> None:
         time.sleep(0.5)
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Have Linux kill this process the moment its parent dies (``PR_SET_PDEATHSIG``).
+
+    A thread that polls the parent's pid is the fallback elsewhere; on its own it can be
+    starved for seconds by a busy worker.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        pass
+    if os.getppid() != parent_pid:  # it died before we asked
+        os._exit(1)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+
+
 def _worker_main(conn: Any, make_trainer: TrainerFactory, device: str | None, num_threads: int | None, parent_pid: int) -> None:
     """A worker process: build one trainer, then train the jobs the loop sends until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the loop's to handle
-    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and SIGTERM (sent to the whole job by Slurm) are the loop's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
@@ -141,14 +160,19 @@ class ProcessExecutor(ParallelExecutor):
 
     def _await_ready(self, handle: _Process) -> None:
         deadline = time.monotonic() + START_TIMEOUT
+        name = handle.process.name
         while not handle.conn.poll(0.2):
             if not handle.process.is_alive():
-                raise RuntimeError(f"worker process {handle.process.name} exited with code {handle.process.exitcode} before it was ready")
+                raise RunFailed(f"worker process {name} exited with code {handle.process.exitcode} before it was ready")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"worker process {handle.process.name} was not ready after {START_TIMEOUT:.0f}s")
-        message = handle.conn.recv()
+                raise RunFailed(f"worker process {name} was not ready after {START_TIMEOUT:.0f}s")
+        try:
+            message = handle.conn.recv()
+        except (EOFError, OSError):  # it died (killed, out of memory) while starting
+            handle.process.join(timeout=5)
+            raise RunFailed(f"worker process {name} exited with code {handle.process.exitcode} before it was ready") from None
         if message[0] != "ready":
-            raise RuntimeError(f"worker process {handle.process.name} could not build its trainer: {message[2]}")
+            raise RunFailed(f"worker process {name} could not build its trainer: {message[2]}")
         handle.pid = message[1]
 
     def _share(self, base: ModelState) -> ModelState:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 from torch import Tensor
 
 from lightning_asyncfl.client import intra_op_threads
-from lightning_asyncfl.errors import checking
+from lightning_asyncfl.errors import ConfigError, checking
 from lightning_asyncfl.executors.base import TrainerFactory, WorkerLost
 from lightning_asyncfl.executors.pool import ParallelExecutor, remote_error
 from lightning_asyncfl.state import Job, JobResult, ModelState
@@ -77,6 +78,8 @@ class RayExecutor(ParallelExecutor):
         init_num_cpus: CPUs of a local Ray started here (null: every core).
         runtime_env: Ray's runtime environment for the actors (e.g. ``{working_dir: .}``
             so a cluster's workers can import your own model module).
+        connect_timeout: seconds to wait for a cluster at ``address`` to answer before
+            the run fails with a message (Ray itself would wait for minutes).
     """
 
     def __init__(
@@ -89,29 +92,53 @@ class RayExecutor(ParallelExecutor):
         num_gpus: float = 0,
         init_num_cpus: int | None = None,
         runtime_env: dict[str, Any] | None = None,
+        connect_timeout: float = 30.0,
     ) -> None:
         with checking() as check:
+            check(connect_timeout > 0, "connect_timeout", connect_timeout, "> 0 (seconds)")
             check(num_cpus >= 0, "num_cpus", num_cpus, ">= 0")
             check(num_gpus >= 0, "num_gpus", num_gpus, ">= 0 (fractions such as 0.25 allowed)")
             check(init_num_cpus is None or (isinstance(init_num_cpus, int) and init_num_cpus >= 1), "init_num_cpus", init_num_cpus, "null or an integer >= 1")
             super().__init__(workers=workers, num_threads=num_threads, devices=None)
         self.address, self.num_cpus, self.num_gpus = address, num_cpus, num_gpus
-        self.init_num_cpus, self.runtime_env = init_num_cpus, runtime_env
+        self.init_num_cpus, self.runtime_env, self.connect_timeout = init_num_cpus, runtime_env, float(connect_timeout)
         self._ray: Any = None
         self._started_ray = False
 
     def start(self, make_trainer: TrainerFactory) -> None:
         ray = self._ray = import_ray()
         if not ray.is_initialized():
-            ray.init(
-                address=self.address, num_cpus=self.init_num_cpus if self.address is None else None,
-                runtime_env=self.runtime_env, include_dashboard=False, log_to_driver=True,
-            )  # fmt: skip
+            self._check_reachable()
+            try:
+                ray.init(
+                    address=self.address, num_cpus=self.init_num_cpus if self.address is None else None,
+                    runtime_env=self.runtime_env, include_dashboard=False, log_to_driver=True,
+                )  # fmt: skip
+            except (ConnectionError, RuntimeError, TimeoutError, ValueError) as error:
+                raise self._unreachable(f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}") from None
             self._started_ray = True
         log.info("Ray resources: %s", ray.cluster_resources())
         self._spec = ray.put(make_trainer)  # the dataset enters the object store once
         self._actor = ray.remote(_RayWorker)
         super().start(make_trainer)
+
+    def _check_reachable(self) -> None:
+        """A cluster given as ``host:port`` (or ``ray://host:port``) answers within ``connect_timeout`` seconds."""
+        if self.address in (None, "auto", "local"):
+            return
+        host, _, port = str(self.address).removeprefix("ray://").rpartition(":")
+        if not host or not port.isdigit():
+            return  # a form Ray itself understands (a file, a name): left to ray.init
+        try:
+            socket.create_connection((host, int(port)), timeout=self.connect_timeout).close()
+        except OSError as error:
+            raise self._unreachable(f"{error.strerror or type(error).__name__} within {self.connect_timeout:g}s") from None
+
+    def _unreachable(self, why: str) -> ConfigError:
+        return ConfigError([
+            f"executor.address: cannot reach a Ray cluster at {self.address!r} ({why}); start one with `ray start --head` "
+            "and give its address, or use executor.address=null for a local Ray"
+        ])  # fmt: skip
 
     def _open(self, index: int, device: str | None, make_trainer: TrainerFactory) -> Any:
         return self._actor.options(

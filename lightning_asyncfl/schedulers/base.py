@@ -106,6 +106,16 @@ class Scheduler(abc.ABC):
         ``job.arrival_time - job.dispatch_time``.
         """
 
+    def on_empty_round(self, now: float) -> bool:
+        """Called when nothing is in flight, nothing is buffered and this scheduler dispatched
+        nothing: a round came back empty (its clients all failed, dropped out or were rejected).
+
+        Returns:
+            True to be asked again at once (a synchronous scheduler starts a new round);
+            False (default) ends the run as failed, since it cannot go on.
+        """
+        return False
+
     def accepts(self, update: ClientUpdate, now: float) -> bool:
         """Whether ``update``, arriving at ``now``, still counts (default: always).
 

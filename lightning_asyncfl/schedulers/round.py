@@ -18,6 +18,9 @@ passes):
 Either way the next round starts as soon as the round closes (clients still training are
 busy, so not chosen), and an update of a closed round is rejected as ``late``: the
 stragglers cost time and bytes and count for nothing, which is what real deployments see.
+
+A classic round whose clients all failed, dropped out or were rejected is followed by a new
+round at the same version (the loop's no-progress guard bounds how many).
 """
 
 from __future__ import annotations
@@ -97,6 +100,11 @@ class RoundScheduler(Scheduler):
             return None
         close = self._round_start + self.deadline
         return close if close > now else None
+
+    def on_empty_round(self, now: float) -> bool:
+        """The last round brought no new version: allow another round at this version."""
+        self._last_version = -1
+        return True
 
     def state_dict(self) -> dict[str, Any]:
         return {"last_version": self._last_version, "round_start": self._round_start}
