@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import io
 import os
 import re
 from collections.abc import Mapping
@@ -86,8 +87,10 @@ def write_atomic(path: Path, obj: Any) -> None:
     """``torch.save(obj)`` to ``path`` through a fsynced temporary file and a rename."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
+        data = io.BytesIO()
+        torch.save(obj, data)  # serialised first: a full disk is then Python's OSError (ENOSPC), not torch's "unexpected pos"
         with tmp.open("wb") as f:
-            torch.save(obj, f)
+            f.write(data.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

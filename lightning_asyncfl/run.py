@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_asyncfl import seeding
 from lightning_asyncfl.availability import Availability
-from lightning_asyncfl.checkpoint import Checkpointer, checkpoints_in, load_checkpoint
+from lightning_asyncfl.checkpoint import Checkpointer, checkpoints_in, load_checkpoint, write_atomic
 from lightning_asyncfl.delays import DelayModel
 from lightning_asyncfl.executors.base import Executor
 from lightning_asyncfl.aggregators.base import AsyncAggregator
@@ -76,15 +76,20 @@ def resume_run_dir(resume: str | None, output_dir: str | None = None) -> Path | 
 
 
 def unwritable(path: Path) -> str | None:
-    """Why ``path`` cannot be a directory this process writes into, or None (it then exists)."""
+    """Why ``path`` cannot be a directory this process creates and writes into, or None.
+
+    Nothing is created: the nearest existing directory of ``path`` (itself or a parent)
+    is probed with a temporary file, so a config check writes nothing.
+    """
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None:
+        return "no parent directory exists"
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
-        existing = next((p for p in (path, *path.parents) if p.exists()), None)
-        if existing is not None and not existing.is_dir():
-            return f"{existing} is not a directory"
         return error.strerror or type(error).__name__
     return None
 
@@ -622,7 +627,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             log.error("could not write summary.json: %s", error)
         log.warning("run %s: summary.json and the last checkpoint (%s) are in %s", loop.status, loop.last_checkpoint, out.resolve())
         raise
-    torch.save(loop.global_state.to("cpu").state_dict(), out / "final_model.pt")
+    write_atomic(out / "final_model.pt", loop.global_state.to("cpu").state_dict())
     summary = _write_summary(out, {**summary, **split_summary(loop.history), **extra})
     accuracy = summary["final_accuracy"]
     log.info(

@@ -90,10 +90,13 @@ def test_tensorboard_logs_every_evaluation_at_its_version(make_cfg):
     expected = read_metrics(out)
     scalars = read_tensorboard(out / "tensorboard")
     assert sorted(expected) == [0, 6, 12]
-    assert set(scalars) == set(LOGGED)  # no hp_metric placeholder
+    assert set(scalars) == set(LOGGED) | set(CLIENT)  # the evaluations and the client means; no hp_metric placeholder
     for key in LOGGED:
         # TensorBoard keeps scalars as float32: the same number, rounded once
         assert scalars[key] == {v: float(np.float32(row[key])) for v, row in expected.items()}, key
+    client = read_client_metrics(out)
+    for key in CLIENT:
+        assert scalars[key] == {v: float(np.float32(row[key])) for v, row in client.items()}, key
     assert "seed: 0" in (out / "tensorboard" / "hparams.yaml").read_text()
 
 
