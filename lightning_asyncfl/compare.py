@@ -211,7 +211,29 @@ def compare_runs(runs: Sequence[Run], labels: Sequence[str], metric: str = "test
             summary.get("wall_time"), summary.get("stop_reason"),
         ]  # fmt: skip
         rows.append(dict(zip(columns, cells)))
+    _add_time_to_accuracy(runs, columns, rows)
     return Comparison(metric=metric, goal=goal, target=target, target_rule=target_rule, columns=columns, rows=rows)
+
+
+def _add_time_to_accuracy(runs: Sequence[Run], columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """Columns ``time_to_T`` and ``updates_to_T`` (and ``bytes_up``) for every target ``T`` of the runs' ``eval.time_to_accuracy``.
+
+    Read from each run's ``summary.json`` (``time_to_accuracy``); a run without a target's
+    entry shows it as not reached.
+    """
+    targets = sorted({t for run in runs for t in ((run.summary or {}).get("time_to_accuracy") or {})}, key=float)
+    if not targets:
+        return
+    added = [c for t in targets for c in (f"time_to_{t}", f"updates_to_{t}")] + ["bytes_up"]
+    columns[-2:-2] = added  # before wall_time and stop_reason
+    for run, row in zip(runs, rows):
+        summary = run.summary or {}
+        reached = summary.get("time_to_accuracy") or {}
+        for t in targets:
+            entry = reached.get(t)
+            row[f"time_to_{t}"] = None if entry is None else entry["virtual_time"]
+            row[f"updates_to_{t}"] = None if entry is None else entry["client_updates"]
+        row["bytes_up"] = summary.get("bytes_up")
 
 
 def plot_comparison(runs: Sequence[Run], labels: Sequence[str], metric: str, path: str | Path, target: float | None = None) -> Path:
@@ -606,9 +628,9 @@ def _natural_key(path: Path) -> list[Any]:
 
 def _cell(column: str, value: Any) -> str:
     if value is None:
-        return "not reached" if column.endswith("to_target") else ""
+        return "not reached" if column.startswith(("time_to_", "updates_to_")) else ""
     if isinstance(value, float):
-        return f"{value:.2f}" if column in ("time_to_target", "wall_time") else f"{value:.4f}"
+        return f"{value:.2f}" if column.startswith("time_to_") or column == "wall_time" else f"{value:.4f}"
     return str(value).replace("|", "\\|")
 
 

@@ -204,3 +204,23 @@ def test_a_model_whose_flops_cannot_be_counted_asks_for_flops_per_example(make_c
         assert parts["system"].flops_per_example == 5000
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def test_compare_tabulates_each_runs_time_to_accuracy_and_bytes(make_cfg):
+    from lightning_asyncfl.compare import compare_runs, load_runs, markdown, run_labels
+
+    # Prepare: two runs that report the time to two targets
+    summaries = [run(make_cfg("eval.time_to_accuracy=[0.2,0.99999]", "server.eval_every=2", *extra, name=name))
+                 for name, extra in (("a", []), ("b", ["client.epochs=2"]))]  # fmt: skip
+    runs = load_runs([s["output_dir"] for s in summaries])
+
+    # Execute
+    comparison = compare_runs(runs, run_labels(runs))
+
+    # Assert: one column pair per target, equal to each run's summary.json; never-reached shows so
+    assert {"time_to_0.2", "updates_to_0.2", "time_to_0.99999", "bytes_up"} <= set(comparison.columns)
+    for summary, row in zip(summaries, comparison.rows):
+        assert row["time_to_0.2"] == summary["time_to_accuracy"]["0.2"]["virtual_time"]
+        assert row["updates_to_0.2"] == summary["time_to_accuracy"]["0.2"]["client_updates"]
+        assert row["time_to_0.99999"] is None and row["bytes_up"] == summary["bytes_up"]
+    assert "not reached" in markdown(comparison, image=None)
