@@ -46,7 +46,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 from scipy import stats  # noqa: E402
 import yaml  # noqa: E402
 

@@ -65,17 +65,3 @@ def training_flops_per_example(module: torch.nn.Module, dataset: Dataset, batch_
             "example (forward + backward)"
         ) from None
     return counter.get_total_flops() / n
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # self.log outside a trainer warns; nothing is logged here
-            # without oneDNN, CPU recurrent layers (nn.LSTM) run as the matrix products the counter counts
-            with torch.backends.mkldnn.flags(enabled=False), counter:
-                loss = _loss(model.training_step(batch, 0))
-                loss.backward()
-    except Exception as error:
-        raise ValueError(
-            f"the training FLOPs of {type(module).__name__} could not be counted from one training_step outside a "
-            f"trainer ({type(error).__name__}: {error}); set system.flops_per_example to the model's FLOPs per "
-            "example (forward + backward)"
-        ) from None
-    return counter.get_total_flops() / n
