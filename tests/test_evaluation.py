@@ -22,6 +22,7 @@ from lightning_asyncfl.evaluation import ClientEvaluator, client_statistics
 from lightning_asyncfl.models import MLP
 from lightning_asyncfl.run import build, run
 from lightning_asyncfl.state import ModelState
+from tests.conftest import SMALL
 
 PARTITIONS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "partition").glob("*.yaml"))
 
@@ -211,13 +212,14 @@ def test_a_resumed_run_writes_the_same_per_client_file(make_cfg, tmp_path):
 
     # Prepare: the whole run, a checkpoint every 4 versions, per-client evaluation every 6
     whole = tmp_path / "run"
-    run(make_cfg("eval.clients_every=6", "partition.client_test_fraction=0.25", "checkpoint.every_n_steps=4", "checkpoint.keep_last=100"))
+    overrides = ["eval.clients_every=6", "partition.client_test_fraction=0.25", "checkpoint.every_n_steps=4", "checkpoint.keep_last=100"]
+    run(make_cfg(*overrides))
     middle = [p for _, p in list_checkpoints(whole / "checkpoints")][1]  # version 8: after the per-client evaluation at 6
     copy = tmp_path / "resumed"
     shutil.copytree(whole, copy)
 
     # Execute
-    run(compose(["progress=false", f"resume={copy / 'checkpoints' / middle.name}"]))
+    run(compose([*SMALL, *overrides, f"resume={copy / 'checkpoints' / middle.name}"]))  # the same command, resumed
 
     # Assert
     assert (copy / "client_metrics.csv").read_bytes() == (whole / "client_metrics.csv").read_bytes()

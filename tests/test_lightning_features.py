@@ -20,6 +20,7 @@ from lightning_asyncfl.models.mlp import MLP
 from lightning_asyncfl.run import run
 from lightning_asyncfl.state import Job, ModelState
 from tests.helpers import toy_data
+from tests.conftest import SMALL
 
 
 def _job(seed: int = 3, client: int = 0, job_id: int = 0) -> Job:
@@ -151,7 +152,7 @@ def test_a_resumed_run_with_module_metrics_equals_the_uninterrupted_run(make_cfg
     run(make_cfg(METRIC_MLP, name="short"))
     from lightning_asyncfl.run import compose
 
-    resumed = run(compose(["progress=false", f"resume={tmp_path / 'short'}", "server.max_steps=18"]))
+    resumed = run(compose([*SMALL, METRIC_MLP, f"resume={tmp_path / 'short'}", "server.max_steps=18"]))
 
     assert resumed["final_accuracy"] == longer["final_accuracy"]
     for name in ("metrics.csv", "updates.csv", "client_training.csv"):
@@ -318,7 +319,7 @@ def test_keep_optimizer_state_resumes_bit_for_bit_and_is_the_same_on_threads(mak
     run(make_cfg(*keep, name="short"))
     from lightning_asyncfl.run import compose
 
-    run(compose(["progress=false", f"resume={tmp_path / 'short'}", "server.max_steps=18", "executor=threads", "executor.workers=2"]))
+    run(compose([*SMALL, *keep, f"resume={tmp_path / 'short'}", "server.max_steps=18", "executor=threads", "executor.workers=2"]))
     plain = run(make_cfg("model.momentum=0.9", "server.max_steps=18", name="plain"))
 
     assert (tmp_path / "short" / "final_model.pt").read_bytes() == (tmp_path / "longer" / "final_model.pt").read_bytes()

@@ -332,11 +332,10 @@ def _failed_run(tmp_path: Path, name: str = "run") -> dict:
         (["faults=random", "faults.error_rate=1.0", "faults.nan_rate=0"], "InjectedFault: injected fault"),
         (["faults=random", "faults.error_rate=0", "faults.nan_rate=1.0"], "non_finite: the update holds NaN or infinite values"),
         (["availability=dropout", "availability.p=1"], "dropped out"),
-        (["model._target_=tests.test_reliability._AlwaysRaises", "system.flops_per_example=1e6"], "ValueError: the loss is undefined for this batch"),
         (["attack=scale", "attack.fraction=0.05", "attack.factor=1e20"], "non_finite"),
         (["server=fedbuff", "attack._target_=tests.test_reliability._Huge", "attack.fraction=0.05"], "non_finite"),
     ],
-    ids=["errors", "nan", "dropout", "raising-training-step", "scale-1e20", "finite-3e38"],
+    ids=["errors", "nan", "dropout", "scale-1e20", "finite-3e38"],
 )
 def test_a_run_that_makes_no_progress_stops_as_failed_with_the_last_error(make_cfg, tmp_path, overrides, last_error):
     # Execute
@@ -348,6 +347,16 @@ def test_a_run_that_makes_no_progress_stops_as_failed_with_the_last_error(make_c
     assert futile and int(futile.group(1)) >= 25 and last_error in str(error.value)  # an aggregate that was not installed counts all its updates
     summary = _failed_run(tmp_path)
     assert summary["stop_reason"] == str(error.value)
+
+
+def test_a_training_step_that_always_raises_is_refused_before_training(make_cfg, tmp_path):
+    # Execute: the trial job before the run raises (it used to spin until killed)
+    with pytest.raises(ConfigError) as error:
+        run(make_cfg(*GUARD, "model._target_=tests.test_reliability._AlwaysRaises", "system.flops_per_example=1e6"))
+
+    # Assert: the module, what it raised, and nothing trained
+    assert "_AlwaysRaises" in str(error.value) and "ValueError: the loss is undefined for this batch" in str(error.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_the_guard_on_virtual_time_stops_a_run_that_makes_no_progress_for_that_long(make_cfg, tmp_path):

@@ -26,6 +26,7 @@ from lightning_asyncfl.data.report import class_counts  # noqa: E402
 from lightning_asyncfl.errors import ConfigError  # noqa: E402
 from lightning_asyncfl.run import compose, run  # noqa: E402
 from tests.test_checkpoint import _same_run  # noqa: E402
+from tests.conftest import SMALL
 
 TINY = ["progress=false", "server.max_steps=4", "server.eval_every=2", "server.scheduler.concurrency=2"]
 DIRICHLET = dict(num_partitions=6, partition_by="label", alpha=0.3, min_partition_size=3, self_balancing=False, shuffle=True, seed=7)
@@ -259,16 +260,17 @@ def test_with_other_data_a_flower_partitioner_sees_the_labels(tmp_path):
 def test_a_flower_run_resumed_from_its_checkpoint_gives_the_uninterrupted_bytes(image_folder, make_cfg, tmp_path):
     path, _ = image_folder
     whole = tmp_path / "run"
-    run(make_cfg(
+    overrides = [
         "data=hf", f"data.path={path}", "data.feature_column=img", "data.input_shape=[1,8,8]", "data.num_classes=4",
         "data.num_clients=6", "partition=flwr", "partition.partitioner.min_partition_size=3", *TINY, "server.max_steps=6",
         "checkpoint.every_n_steps=3", "checkpoint.keep_last=10",
-    ))  # fmt: skip
+    ]  # fmt: skip
+    run(make_cfg(*overrides))
     first = [p for _, p in list_checkpoints(whole / "checkpoints")][0]
     copy = tmp_path / "resumed"
     shutil.copytree(whole, copy)
 
-    summary = run(compose(["progress=false", f"resume={copy / 'checkpoints' / first.name}"]))
+    summary = run(compose([*SMALL, *overrides, f"resume={copy / 'checkpoints' / first.name}"]))  # the same command, resumed
 
     assert summary["status"] == "completed"
     _same_run(whole, copy)

@@ -25,6 +25,7 @@ from lightning_asyncfl.models import CNN, CharLSTM
 from lightning_asyncfl.run import compose, run
 from tests.data.leaf_fixtures import write_femnist, write_shakespeare
 from tests.test_checkpoint import _same_run
+from tests.conftest import SMALL
 
 FEMNIST_SIZES = [(12, 3), (20, 4), (7, 2), (15, 3), (9, 0)]  # the last writer has no test rows
 SHAKESPEARE_SIZES = [(24, 5), (14, 3), (19, 4)]
@@ -226,14 +227,15 @@ def test_a_run_trains_one_client_per_user_and_evaluates_on_leafs_test_rows(data,
 def test_a_shakespeare_run_resumed_from_its_checkpoints_gives_the_uninterrupted_bytes(make_cfg, tmp_path):
     write_shakespeare(tmp_path / "leaf", SHAKESPEARE_SIZES)
     whole = tmp_path / "run"
-    run(make_cfg("data=shakespeare", f"data.root={tmp_path / 'leaf'}", "data.user_fraction=0.67", *TINY, *TINY_LSTM,
-                 "server.max_steps=6", "checkpoint.every_n_steps=2", "checkpoint.keep_last=10"))  # fmt: skip
+    overrides = ["data=shakespeare", f"data.root={tmp_path / 'leaf'}", "data.user_fraction=0.67", *TINY, *TINY_LSTM,
+                 "server.max_steps=6", "checkpoint.every_n_steps=2", "checkpoint.keep_last=10"]  # fmt: skip
+    run(make_cfg(*overrides))
     checkpoints = [p for _, p in list_checkpoints(whole / "checkpoints")][:-1]
     assert len(checkpoints) == 2
 
     copy = tmp_path / "resumed"
     shutil.copytree(whole, copy)
-    summary = run(compose(["progress=false", f"resume={copy / 'checkpoints' / checkpoints[0].name}"]))
+    summary = run(compose([*SMALL, *overrides, f"resume={copy / 'checkpoints' / checkpoints[0].name}"]))  # the same command, resumed
 
     assert summary["status"] == "completed" and summary["num_clients"] == 2
     _same_run(whole, copy)
