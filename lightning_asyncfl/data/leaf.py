@@ -24,6 +24,8 @@ user's data and there are no per-client test indices.
 
 from __future__ import annotations
 
+import abc
+
 import json
 import logging
 import os
@@ -146,9 +148,9 @@ class LEAFDataModule(FederatedDataModule):
 
     # --- what a subclass writes -------------------------------------------------------
 
+    @abc.abstractmethod
     def _arrays(self, xs: list[Any], ys: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         """One user's ``x`` and ``y`` lists as (features, int64 labels)."""
-        raise NotImplementedError
 
     # --- the shared part ---------------------------------------------------------------
 
