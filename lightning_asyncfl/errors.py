@@ -9,6 +9,7 @@ path (``server.aggregator.alpha``) and reports every problem of a config at once
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -99,6 +100,52 @@ def require_choice(key: str, value: Any, choices: Iterable[str]) -> None:
     choices = list(choices)
     if value not in choices:
         raise InvalidValue(key, value, "one of: " + ", ".join(choices))
+
+
+# -- typed validators: one spelling of each common rule --------------------------------
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def positive_int(key: str, value: Any) -> int:
+    """``value`` if it is an integer >= 1, else :class:`InvalidValue` naming ``key``."""
+    require(_is_int(value) and value >= 1, key, value, "an integer >= 1")
+    return value
+
+
+def non_negative_int(key: str, value: Any) -> int:
+    """``value`` if it is an integer >= 0, else :class:`InvalidValue` naming ``key``."""
+    require(_is_int(value) and value >= 0, key, value, "an integer >= 0")
+    return value
+
+
+def finite(key: str, value: Any) -> float:
+    """``value`` as a float if it is a finite number, else :class:`InvalidValue`."""
+    require(_is_number(value) and math.isfinite(value), key, value, "a finite number")
+    return float(value)
+
+
+def positive(key: str, value: Any) -> float:
+    """``value`` as a float if it is a finite number > 0, else :class:`InvalidValue`."""
+    require(_is_number(value) and math.isfinite(value) and value > 0, key, value, "a finite number > 0")
+    return float(value)
+
+
+def non_negative(key: str, value: Any) -> float:
+    """``value`` as a float if it is a finite number >= 0, else :class:`InvalidValue`."""
+    require(_is_number(value) and math.isfinite(value) and value >= 0, key, value, "a finite number >= 0")
+    return float(value)
+
+
+def probability(key: str, value: Any, *, open_low: bool = False, open_high: bool = False) -> float:
+    """``value`` as a float if it is in [0, 1] (ends open as asked), else :class:`InvalidValue`."""
+    ok = _is_number(value) and (value > 0 if open_low else value >= 0) and (value < 1 if open_high else value <= 1)
+    require(ok, key, value, f"a number in {'(' if open_low else '['}0, 1{')' if open_high else ']'}")
+    return float(value)
 
 
 class Interrupted(KeyboardInterrupt):
