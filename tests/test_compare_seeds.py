@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import lightning_asyncfl.compare as compare
+import lightning_asyncfl.compare.plots as compare_plots  # the pictures live in compare.plots
 from lightning_asyncfl.compare import (
     Run,
     band,
@@ -82,7 +82,7 @@ def test_compare_prints_mean_and_ci_over_seeds_equal_to_scipy(sweep):
 def test_the_plot_draws_each_setting_as_its_mean_with_a_confidence_band(sweep, tmp_path, monkeypatch):
     # Prepare: keep the figure instead of closing it
     figures = []
-    monkeypatch.setattr(compare, "_save_figure", lambda fig, path: figures.append(fig) or Path(path))
+    monkeypatch.setattr(compare_plots, "_save_figure", lambda fig, path: figures.append(fig) or Path(path))
     runs = load_runs([sweep])
     groups = seed_groups(runs)
 
@@ -121,7 +121,7 @@ def _run(i: int, overrides: list[str], accuracy: list[float]) -> Run:
 def test_a_two_key_grid_gets_a_heatmap_of_the_mean_final_value(tmp_path, monkeypatch):
     # Prepare: alpha x a grid, two seeds per cell, final accuracy = alpha + a/10 + seed/100
     figures = []
-    monkeypatch.setattr(compare, "_save_figure", lambda fig, path: figures.append(fig) or Path(path))
+    monkeypatch.setattr(compare_plots, "_save_figure", lambda fig, path: figures.append(fig) or Path(path))
     runs, i = [], 0
     for alpha in ("0.3", "0.9"):
         for a in ("0.5", "1", "2"):
@@ -147,7 +147,7 @@ def test_a_two_key_grid_gets_a_heatmap_of_the_mean_final_value(tmp_path, monkeyp
 def test_plot_labels_drop_the_common_prefix_and_identical_curves_are_marked(tmp_path, monkeypatch):
     # Prepare: b does nothing, so runs 0 and 1 are identical
     figures = []
-    monkeypatch.setattr(compare, "_save_figure", lambda fig, path: figures.append(fig) or Path(path))
+    monkeypatch.setattr(compare_plots, "_save_figure", lambda fig, path: figures.append(fig) or Path(path))
     runs = [
         _run(0, ["server.aggregator.b=1"], [0.1, 0.5, 0.7]),
         _run(1, ["server.aggregator.b=2"], [0.1, 0.5, 0.7]),

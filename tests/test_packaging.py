@@ -52,6 +52,8 @@ def test_wheel_contains_every_config_and_the_entry_point(tmp_path):
     assert missing == []
     assert "lightning_asyncfl/conf/__init__.py" in names
     assert "lightning_asyncfl/__main__.py" in names
+    modules = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "lightning_asyncfl").rglob("*.py") if "__pycache__" not in p.parts)
+    assert [m for m in modules if m not in names] == []  # every subpackage is listed in pyproject.toml
     assert not any(name.startswith(("conf/", "tests/")) for name in names)
     [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
