@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from lightning_asyncfl.aggregators.base import AsyncAggregator
+from lightning_asyncfl.aggregators.ops import weighted_sum
 from lightning_asyncfl.errors import checking
 from lightning_asyncfl.state import ClientUpdate, ModelState
 
@@ -40,11 +41,14 @@ def ca2fl_step(x: Tensor, h: Tensor, deltas: Sequence[Tensor], cached: Sequence[
     ``cached[k]`` is the cache h^i of the client of ``deltas[k]`` before that delta arrived
     (``None``: the client never reported, h^i = 0). New tensors; nothing is modified in place.
     """
-    calibration = torch.zeros_like(x)
+    terms, signs = [], []
     for delta, h_i in zip(deltas, cached):
-        calibration.add_(delta)
+        terms.append(delta)
+        signs.append(1.0)
         if h_i is not None:
-            calibration.sub_(h_i)
+            terms.append(h_i)
+            signs.append(-1.0)
+    calibration = weighted_sum(terms, signs)  # Σ (Δ^i − h^i), in arrival order
     v = h.add(calibration, alpha=1.0 / len(deltas))
     return x.add(v, alpha=server_lr), h.add(calibration, alpha=1.0 / num_clients)
 

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from lightning_asyncfl.aggregators.base import AsyncAggregator
+from lightning_asyncfl.aggregators.ops import weighted_sum
 from lightning_asyncfl.errors import checking
 from lightning_asyncfl.state import ClientUpdate, ModelState
 
@@ -81,10 +82,7 @@ class FADAS(AsyncAggregator):
 
     def aggregate(self, global_state: ModelState, updates: Sequence[ClientUpdate], version: int) -> ModelState:
         x = global_state.flat
-        delta = torch.zeros_like(x)
-        for update in updates:
-            delta.add_(update.delta.to(x))
-        delta.div_(len(updates))
+        delta = weighted_sum([u.delta.to(x) for u in updates]).div_(len(updates))
         state = {k: t.to(x) for k, t in self._state.items()} or {k: torch.zeros_like(x) for k in STATE_KEYS}
         bad = {k: tuple(t.shape) for k, t in state.items() if t.shape != x.shape}
         if bad:

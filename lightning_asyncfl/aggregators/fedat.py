@@ -49,6 +49,7 @@ from torch import Tensor
 
 from lightning_asyncfl.aggregators.base import AsyncAggregator
 from lightning_asyncfl.aggregators.fedavg import weighted_average
+from lightning_asyncfl.aggregators.ops import weighted_sum
 from lightning_asyncfl.buffer import UpdateBuffer
 from lightning_asyncfl.errors import checking
 from lightning_asyncfl.schedulers.base import Scheduler, require_at_most_clients
@@ -75,10 +76,7 @@ def tier_split(latencies: dict[int, float], num_tiers: int) -> list[list[int]]:
 
 def combine(flats: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
     """Σ_m weights[m] · flats[m], on flat vectors (the weights already sum to 1)."""
-    out = torch.zeros_like(flats[0])
-    for flat, weight in zip(flats, weights):
-        out.add_(flat, alpha=weight)
-    return out
+    return weighted_sum(flats, weights)
 
 
 class FedAT(AsyncAggregator, Scheduler):

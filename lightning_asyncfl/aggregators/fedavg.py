@@ -15,20 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
 from lightning_asyncfl.aggregators.base import AsyncAggregator
+from lightning_asyncfl.aggregators.ops import normalized_weighted_sum
 from lightning_asyncfl.state import ClientUpdate, ModelState
 
 
 def weighted_average(flats: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
     """Σ_k (w_k / Σ w) x_k, on flat vectors."""
-    total = float(sum(weights))
-    out = torch.zeros_like(flats[0])
-    for flat, weight in zip(flats, weights):
-        out.add_(flat, alpha=weight / total)
-    return out
+    return normalized_weighted_sum(flats, weights)
 
 
 class FedAvg(AsyncAggregator):

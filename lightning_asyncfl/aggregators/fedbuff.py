@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from lightning_asyncfl.aggregators.base import AsyncAggregator
+from lightning_asyncfl.aggregators.ops import staleness_weighted_mean
 from lightning_asyncfl.aggregators.robust import check_robust, robust_combine
 from lightning_asyncfl.aggregators.staleness import make_staleness
 from lightning_asyncfl.errors import checking
@@ -33,11 +34,7 @@ from lightning_asyncfl.state import ClientUpdate, ModelState
 
 def fedbuff_step(global_flat: Tensor, deltas: Sequence[Tensor], weights: Sequence[float], server_lr: float) -> Tensor:
     """w + η_g · (1/K) Σ s_i Δ_i, on flat vectors."""
-    mean = torch.zeros_like(global_flat)
-    for delta, weight in zip(deltas, weights):
-        mean.add_(delta, alpha=weight)
-    mean.div_(len(deltas))
-    return global_flat.add(mean, alpha=server_lr)
+    return global_flat.add(staleness_weighted_mean(deltas, weights), alpha=server_lr)
 
 
 class FedBuff(AsyncAggregator):

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from lightning_asyncfl.aggregators.base import AsyncAggregator
+from lightning_asyncfl.aggregators.ops import weighted_mean
 from lightning_asyncfl.aggregators.robust import check_robust, robust_combine
 from lightning_asyncfl.aggregators.staleness import make_staleness
 from lightning_asyncfl.errors import checking
@@ -48,13 +49,7 @@ from lightning_asyncfl.state import ClientUpdate, ModelState
 
 def pseudo_gradient(deltas: Sequence[Tensor], weights: Sequence[float], scales: Sequence[float]) -> Tensor:
     """Δ_t = Σ_i w_i s_i Δ_i / Σ_i w_i, on flat vectors (``scales`` are the s_i)."""
-    total = float(sum(weights))
-    if total <= 0:
-        raise ValueError(f"FedOpt needs a positive total weight, got weights {list(weights)}")
-    out = torch.zeros_like(deltas[0])
-    for delta, weight, scale in zip(deltas, weights, scales):
-        out.add_(delta, alpha=weight * scale)
-    return out.div_(total)
+    return weighted_mean(deltas, weights, scales)
 
 
 def momentum_step(x: Tensor, m: Tensor, delta: Tensor, server_lr: float, momentum: float) -> tuple[Tensor, Tensor]:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from lightning_asyncfl.aggregators.base import AsyncAggregator
+from lightning_asyncfl.aggregators.ops import weighted_sum
 from lightning_asyncfl.errors import checking
 from lightning_asyncfl.state import ClientUpdate, ModelState
 
@@ -29,10 +30,7 @@ def scaffold_step(
     x: Tensor, c: Tensor, deltas: Sequence[Tensor], control_deltas: Sequence[Tensor], num_clients: int, server_lr: float
 ) -> tuple[Tensor, Tensor]:
     """(x + η_g/|S| Σ Δy_i, c + 1/N Σ Δc_i)."""
-    dy, dc = torch.zeros_like(x), torch.zeros_like(c)
-    for delta, control_delta in zip(deltas, control_deltas):
-        dy.add_(delta)
-        dc.add_(control_delta)
+    dy, dc = weighted_sum(deltas), weighted_sum(control_deltas)
     return x.add(dy, alpha=server_lr / len(deltas)), c.add(dc, alpha=1.0 / num_clients)
 
 
