@@ -30,6 +30,7 @@ from torch import Tensor
 
 from lightning_asyncfl.aggregators.base import AsyncAggregator
 from lightning_asyncfl.aggregators.ops import weighted_sum
+from lightning_asyncfl.aggregators.server_state import FlatState
 from lightning_asyncfl.errors import checking
 from lightning_asyncfl.state import ClientUpdate, ModelState
 
@@ -70,46 +71,38 @@ class CA2FL(AsyncAggregator):
             check(isinstance(num_clients, int) and num_clients >= 1, "num_clients", num_clients, "an integer >= 1")
         super().__init__(buffer_size=buffer_size)
         self.server_lr, self.num_clients = float(server_lr), num_clients
-        self._cache: dict[int, Tensor] = {}  # client id -> h^i, its latest delta
-        self._h: Tensor | None = None  # h_t; None before the first aggregation (h_1 = 0)
+        # "h": h_t (h_1 = 0), "cache.<client id>": h^i, that client's latest delta
+        self._state = FlatState("CA2FL", key_rule=self._key_ok, key_hint=f"'h' and 'cache.<client id < {num_clients}>'")
+
+    def _key_ok(self, key: str) -> bool:
+        prefix, _, cid = key.partition(".")
+        return key == "h" or (prefix == "cache" and cid.isdigit() and int(cid) < self.num_clients)
 
     def aggregate(self, global_state: ModelState, updates: Sequence[ClientUpdate], version: int) -> ModelState:
         x = global_state.flat
         bad = sorted({u.client_id for u in updates if not 0 <= u.client_id < self.num_clients})
         if bad:
             raise ValueError(f"CA2FL has num_clients={self.num_clients}; updates came from client ids {bad}")
-        cache = dict(self._cache)
+        state = self._state.get(x, lambda like: {"h": torch.zeros_like(like)})
         deltas, cached = [], []
         for update in updates:
             delta = update.delta.to(x)
-            previous = cache.get(update.client_id)
             deltas.append(delta)
-            cached.append(None if previous is None else previous.to(x))
-            cache[update.client_id] = delta
-        h = torch.zeros_like(x) if self._h is None else self._h.to(x)
-        flat, self._h = ca2fl_step(x, h, deltas, cached, self.server_lr, self.num_clients)
-        self._cache = cache
+            cached.append(state.get(f"cache.{update.client_id}"))
+            state[f"cache.{update.client_id}"] = delta
+        flat, state["h"] = ca2fl_step(x, state["h"], deltas, cached, self.server_lr, self.num_clients)
+        self._state.set(state)
         return global_state.with_flat(flat)
 
     def state_dict(self) -> dict[str, Any]:
         """``{"h": h_t, "cache.<client id>": h^i, ...}`` (``{}`` before the first aggregation)."""
-        if self._h is None:
-            return {}
-        return {"h": self._h, **{f"cache.{cid}": h_i for cid, h_i in sorted(self._cache.items())}}
+        state = self._state.state_dict()
+        return {key: state[key] for key in sorted(state, key=lambda k: (k != "h", int(k.partition(".")[2] or -1)))}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        cache, h = {}, state.get("h")
-        for key, value in state.items():
-            if key == "h":
-                continue
-            prefix, _, cid = key.partition(".")
-            if prefix != "cache" or not cid.isdigit() or int(cid) >= self.num_clients:
-                raise ValueError(f"CA2FL state keys are 'h' and 'cache.<client id < {self.num_clients}>', got {key!r}")
-            cache[int(cid)] = torch.as_tensor(value).clone()
-        if cache and h is None:
+        if state and "h" not in state:
             raise ValueError("CA2FL state has cached updates but no 'h'")
-        self._cache = cache
-        self._h = None if h is None else torch.as_tensor(h).clone()
+        self._state.load_state_dict(state)
 
     def __repr__(self) -> str:
         return f"CA2FL(buffer_size={self.buffer_size}, server_lr={self.server_lr}, num_clients={self.num_clients})"

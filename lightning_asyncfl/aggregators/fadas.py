@@ -29,6 +29,7 @@ from torch import Tensor
 
 from lightning_asyncfl.aggregators.base import AsyncAggregator
 from lightning_asyncfl.aggregators.ops import weighted_sum
+from lightning_asyncfl.aggregators.server_state import FlatState
 from lightning_asyncfl.errors import checking
 from lightning_asyncfl.state import ClientUpdate, ModelState
 
@@ -74,7 +75,7 @@ class FADAS(AsyncAggregator):
         super().__init__(buffer_size=buffer_size)
         self.server_lr, self.beta1, self.beta2, self.epsilon = float(server_lr), float(beta1), float(beta2), float(epsilon)
         self.delay_adaptive, self.tau_c = bool(delay_adaptive), float(tau_c)
-        self._state: dict[str, Tensor] = {}
+        self._state = FlatState("FADAS", STATE_KEYS)
 
     def learning_rate(self, tau_max: int) -> float:
         """η_t for a buffer whose largest staleness is ``tau_max``."""
@@ -83,23 +84,18 @@ class FADAS(AsyncAggregator):
     def aggregate(self, global_state: ModelState, updates: Sequence[ClientUpdate], version: int) -> ModelState:
         x = global_state.flat
         delta = weighted_sum([u.delta.to(x) for u in updates]).div_(len(updates))
-        state = {k: t.to(x) for k, t in self._state.items()} or {k: torch.zeros_like(x) for k in STATE_KEYS}
-        bad = {k: tuple(t.shape) for k, t in state.items() if t.shape != x.shape}
-        if bad:
-            raise ValueError(f"FADAS state {bad} does not fit the model's flat vector of shape {tuple(x.shape)}")
+        state = self._state.get(x, lambda like: {k: torch.zeros_like(like) for k in STATE_KEYS})
         lr = self.learning_rate(max(u.staleness for u in updates))
         flat, *moments = fadas_step(x, state["m"], state["v"], state["v_hat"], delta, lr, self.beta1, self.beta2, self.epsilon)
-        self._state = dict(zip(STATE_KEYS, moments))
+        self._state.set(dict(zip(STATE_KEYS, moments)))
         return global_state.with_flat(flat)
 
     def state_dict(self) -> dict[str, Any]:
         """``{"m": m_t, "v": v_t, "v_hat": v̂_t}`` (``{}`` before the first aggregation)."""
-        return dict(self._state)
+        return self._state.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state and set(state) != set(STATE_KEYS):
-            raise ValueError(f"FADAS state needs keys {list(STATE_KEYS)}, got {sorted(state)}")
-        self._state = {k: torch.as_tensor(t).clone() for k, t in state.items()}
+        self._state.load_state_dict(state)
 
     def __repr__(self) -> str:
         return (f"FADAS(buffer_size={self.buffer_size}, server_lr={self.server_lr}, beta1={self.beta1}, beta2={self.beta2}, "

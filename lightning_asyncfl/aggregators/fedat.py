@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ from lightning_asyncfl.aggregators.ops import weighted_sum
 from lightning_asyncfl.buffer import UpdateBuffer
 from lightning_asyncfl.errors import checking
 from lightning_asyncfl.schedulers.base import Scheduler, require_at_most_clients
-from lightning_asyncfl.state import ClientUpdate, Job, Layout, ModelState
+from lightning_asyncfl.state import ClientUpdate, Job, ModelState
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,20 @@ def tier_split(latencies: dict[int, float], num_tiers: int) -> list[list[int]]:
 def combine(flats: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
     """Σ_m weights[m] · flats[m], on flat vectors (the weights already sum to 1)."""
     return weighted_sum(flats, weights)
+
+
+class Held(NamedTuple):
+    """What FedAT keeps of an update whose round is still training: its job, flat weights and sample count."""
+
+    job_id: int
+    flat: Tensor
+    num_samples: int
+
+    @classmethod
+    def from_plain(cls, item: dict[str, Any]) -> Held:
+        """A held update back from a checkpoint (one written before this type kept the whole job too)."""
+        job_id = item["job_id"] if "job_id" in item else item["job"]["job_id"]
+        return cls(int(job_id), torch.as_tensor(item["flat"]), int(item["num_samples"]))
 
 
 class FedAT(AsyncAggregator, Scheduler):
@@ -104,7 +118,7 @@ class FedAT(AsyncAggregator, Scheduler):
         self._round_of_client: dict[int, int] = {}  # client in flight -> its round
         self._round_of_job: dict[int, int] = {}  # arrived job -> its round
         self._done: list[int] = []  # rounds all arrived, not yet aggregated, in completion order
-        self._held: dict[int, list[ClientUpdate]] = {}  # drained updates of rounds still training
+        self._held: dict[int, list[Held]] = {}  # drained updates of rounds still training
 
     # -- scheduler -----------------------------------------------------------------
     def _setup(self, num_clients: int) -> None:
@@ -164,14 +178,15 @@ class FedAT(AsyncAggregator, Scheduler):
                 by_round.setdefault(rnd, []).append(update)
         for rnd, held in by_round.items():
             if rnd not in self._done:
-                self._held.setdefault(rnd, []).extend(held)
+                self._held.setdefault(rnd, []).extend(Held(u.job_id, u.state.flat, u.num_samples) for u in held)
         flat, tiers_changed = global_state.flat, False
         for rnd in self._done:
             tier, _ = self._rounds.pop(rnd)
-            members = sorted(self._held.pop(rnd, []) + by_round.get(rnd, []), key=lambda u: u.job_id)
+            arrived = [Held(u.job_id, u.state.flat, u.num_samples) for u in by_round.get(rnd, [])]
+            members = sorted(self._held.pop(rnd, []) + arrived, key=lambda u: u.job_id)
             if not members:
                 continue
-            average = weighted_average([u.state.flat.to(flat) for u in members], [float(u.num_samples) for u in members])  # held ones may come from a checkpoint, on the CPU
+            average = weighted_average([u.flat.to(flat) for u in members], [float(u.num_samples) for u in members])  # held ones may come from a checkpoint, on the CPU
             if tier == PROFILE:
                 flat, self.tier_models = average, [average] * self.num_tiers
                 continue
@@ -200,7 +215,7 @@ class FedAT(AsyncAggregator, Scheduler):
             "round_of_job": [[j, r] for j, r in sorted(self._round_of_job.items())],
             "done": list(self._done),
             "held": [
-                [r, [{"job": dict(vars(u.job)), "flat": u.state.flat.detach().cpu(), "num_samples": u.num_samples} for u in held]]
+                [r, [{"job_id": u.job_id, "flat": u.flat.detach().cpu(), "num_samples": u.num_samples} for u in held]]
                 for r, held in sorted(self._held.items())
             ],
         }
@@ -220,14 +235,8 @@ class FedAT(AsyncAggregator, Scheduler):
         self._round_of_client = {int(c): int(r) for c, r in state.get("round_of_client", [])}
         self._round_of_job = {int(j): int(r) for j, r in state.get("round_of_job", [])}
         self._done = [int(r) for r in state.get("done", [])]
-        self._held = {int(r): [_held_update(item) for item in items] for r, items in state.get("held", [])}
+        self._held = {int(r): [Held.from_plain(item) for item in items] for r, items in state.get("held", [])}
 
     def __repr__(self) -> str:
         return f"FedAT(num_tiers={self.num_tiers}, clients_per_round={self.clients_per_round})"
 
-
-def _held_update(item: dict[str, Any]) -> ClientUpdate:
-    """A held update back from a checkpoint: FedAT only reads its job, flat weights and sample count."""
-    flat = item["flat"]
-    state = ModelState(flat, Layout.from_tensors({"flat": flat}, num_parameters=1))
-    return ClientUpdate(job=Job(**item["job"]), state=state, base=state, num_samples=int(item["num_samples"]))

@@ -42,6 +42,7 @@ from torch import Tensor
 from lightning_asyncfl.aggregators.base import AsyncAggregator
 from lightning_asyncfl.aggregators.ops import weighted_mean
 from lightning_asyncfl.aggregators.robust import check_robust, robust_combine
+from lightning_asyncfl.aggregators.server_state import FlatState
 from lightning_asyncfl.aggregators.staleness import make_staleness
 from lightning_asyncfl.errors import checking
 from lightning_asyncfl.state import ClientUpdate, ModelState
@@ -102,7 +103,7 @@ class FedOpt(AsyncAggregator):
         self.server_lr, self.weighted = float(server_lr), bool(weighted)
         self.rule, self.trim, self.krum_f, self.krum_m = rule, float(trim), krum_f, krum_m
         self.clip_norm = None if clip_norm is None else float(clip_norm)
-        self._state: dict[str, Tensor] = {}
+        self._state = FlatState(type(self).__name__, self.state_keys)
 
     def _check(self, check: Callable[[bool, str, Any, str], None]) -> None:
         """Check the subclass's own hyperparameters with ``check(ok, key, value, allowed)``."""
@@ -124,21 +125,16 @@ class FedOpt(AsyncAggregator):
         else:
             delta = robust_combine(torch.stack([u.delta.to(x) * s for u, s in zip(updates, scales)]), rule=self.rule,
                                    trim=self.trim, krum_f=self.krum_f, krum_m=self.krum_m, clip_norm=self.clip_norm)  # fmt: skip
-        state = {k: t.to(x) for k, t in self._state.items()} or self._initial_state(x)
-        bad = {k: tuple(t.shape) for k, t in state.items() if t.shape != x.shape}
-        if bad:
-            raise ValueError(f"{type(self).__name__} state {bad} does not fit the model's flat vector of shape {tuple(x.shape)}")
-        flat, self._state = self._step(x, delta, state)
+        flat, state = self._step(x, delta, self._state.get(x, self._initial_state))
+        self._state.set(state)
         return global_state.with_flat(flat)
 
     def state_dict(self) -> dict[str, Any]:
         """The optimizer state (``{}`` before the first aggregation)."""
-        return dict(self._state)
+        return self._state.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state and set(state) != set(self.state_keys):
-            raise ValueError(f"{type(self).__name__} state needs keys {sorted(self.state_keys)}, got {sorted(state)}")
-        self._state = {k: torch.as_tensor(t).clone() for k, t in state.items()}
+        self._state.load_state_dict(state)
 
     def _extra_repr(self) -> str:
         return ""
