@@ -148,6 +148,27 @@ def probability(key: str, value: Any, *, open_low: bool = False, open_high: bool
     return float(value)
 
 
+def validate(check: Callable[[bool, str, Any, str], None], validator: Callable[..., Any], key: str, value: Any,
+             **kwargs: Any) -> Any:
+    """``validator(key, value, **kwargs)`` inside a :func:`checking` block: a problem joins the others.
+
+    A typed validator raises at the first bad value; this runs one and hands its problem to
+    ``check`` instead, so every bad key of a constructor is reported together. Returns the
+    validated value, or ``value`` unchanged when it is bad.
+
+    Example::
+
+        with checking() as check:
+            validate(check, positive_int, "buffer_size", buffer_size)
+            validate(check, probability, "alpha", alpha, open_low=True)
+    """
+    try:
+        return validator(key, value, **kwargs)
+    except InvalidValue as error:
+        check(False, error.key, error.value, error.allowed)
+        return value
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) or SIGTERM stopped the run at a safe point, after a checkpoint.
 

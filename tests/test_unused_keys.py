@@ -29,9 +29,11 @@ def _warnings(*overrides: str, given: tuple[str, ...] = ()) -> list[str]:
         ([], (), []),  # the preset's b equals FedAsync's default: nothing was set
         (["server.aggregator.b=4"], ("server.aggregator.b",), ["server.aggregator.b=4 has no effect"]),  # given on the command line
         (["server.aggregator.staleness=constant", "server.aggregator.a=2"], (), ["server.aggregator.a=2 has no effect: staleness=constant uses neither a nor b"]),
-        (["server=fedbuff", "server.aggregator.trim=0.3"], (), ["server.aggregator.trim=0.3 has no effect: trim acts only with rule=trimmed_mean, the rule is mean (FedBuff)"]),
-        (["server=fedbuff", "server.aggregator.trim=0.3", "server.aggregator.rule=trimmed_mean"], (), []),
-        (["server=fedbuff", "server.aggregator.krum_f=2"], (), ["server.aggregator.krum_f=2 has no effect: krum_f acts only with rule=krum"]),
+        # the deprecated flat robust keys (a reducer holds only the options it uses, so it has no such keys)
+        (["server=fedbuff", "+server.aggregator.trim=0.3"], (), ["server.aggregator.trim=0.3 has no effect: trim acts only with rule=trimmed_mean, the rule is mean (FedBuff)"]),
+        (["server=fedbuff", "+server.aggregator.trim=0.3", "+server.aggregator.rule=trimmed_mean"], (), []),
+        (["server=fedbuff", "+server.aggregator.krum_f=2"], (), ["server.aggregator.krum_f=2 has no effect: krum_f acts only with rule=krum"]),
+        (["server=fedbuff", "server.aggregator.reducer={name:trimmed_mean,trim:0.3}"], (), []),
     ],
 )  # fmt: skip
 def test_a_set_key_that_its_component_ignores_is_named_with_why(overrides, given, expected):

@@ -10,6 +10,7 @@ from lightning_asyncfl.aggregators.fedat import FedAT
 from lightning_asyncfl.aggregators.fedavg import FedAvg
 from lightning_asyncfl.aggregators.fedbuff import FedBuff
 from lightning_asyncfl.aggregators.fedopt import AdaptiveFedOpt, FedAdagrad, FedAdam, FedAvgM, FedOpt, FedYogi
+from lightning_asyncfl.aggregators.reducers import Krum, Mean, Median, Reducer, TrimmedMean, make_reducer
 from lightning_asyncfl.aggregators.scaffold import Scaffold
 from lightning_asyncfl.aggregators.staleness import Constant, Hinge, Polynomial, Staleness, make_staleness
 
@@ -30,8 +31,14 @@ __all__ = [
     "FedOpt",
     "FedYogi",
     "Hinge",
+    "Krum",
+    "Mean",
+    "Median",
     "Polynomial",
+    "Reducer",
     "Scaffold",
     "Staleness",
+    "TrimmedMean",
+    "make_reducer",
     "make_staleness",
 ]

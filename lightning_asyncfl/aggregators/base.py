@@ -9,7 +9,7 @@ from typing import Any
 from lightning_asyncfl.aggregators.robust import unused_robust_keys
 from lightning_asyncfl.aggregators.staleness import Staleness, unused_staleness_keys
 from lightning_asyncfl.buffer import UpdateBuffer
-from lightning_asyncfl.errors import require
+from lightning_asyncfl.errors import positive_int
 from lightning_asyncfl.state import ClientUpdate, ModelState
 
 
@@ -30,7 +30,7 @@ class AsyncAggregator(abc.ABC):
     """
 
     def __init__(self, *, buffer_size: int = 1) -> None:
-        require(isinstance(buffer_size, int) and buffer_size >= 1, "buffer_size", buffer_size, "an integer >= 1")
+        positive_int("buffer_size", buffer_size)
         self.buffer_size = buffer_size
 
     def ready(self, buffer: UpdateBuffer) -> bool:
@@ -45,14 +45,15 @@ class AsyncAggregator(abc.ABC):
         """Constructor keys that have no effect with this instance's other settings, each with why.
 
         The default covers the shared keys: the staleness function's ``a``/``b`` (an
-        attribute ``staleness``) and the robust rule's ``trim``/``krum_f``/``krum_m`` (an
-        attribute ``rule``). A run warns about a key listed here that was set.
+        attribute ``staleness``) and the deprecated robust keys ``trim``/``krum_f``/``krum_m``
+        (an attribute ``legacy_rule``; a ``reducer`` holds only the options it uses). A run
+        warns about a key listed here that was set.
         """
         unused: dict[str, str] = {}
         if isinstance(getattr(self, "staleness", None), Staleness):
             unused.update(unused_staleness_keys(self.staleness))
-        if isinstance(getattr(self, "rule", None), str):
-            unused.update(unused_robust_keys(self.rule))
+        if isinstance(getattr(self, "legacy_rule", None), str):
+            unused.update(unused_robust_keys(self.legacy_rule))
         return unused
 
     def state_dict(self) -> dict[str, Any]:

@@ -13,22 +13,22 @@ which is ``staleness=polynomial, a=0.5``). When the loop flushes a partial buffe
 end of the work, K is the number of updates actually buffered.
 
 Under attack, the mean can be replaced by a robust combination of the weighted deltas
-(``rule``: coordinate-wise median, trimmed mean, Krum / multi-Krum, see :mod:`.robust`),
-and every delta can be clipped to a norm first (``clip_norm``).
+s(τ_i) Δ_i (``reducer``: coordinate-wise median, trimmed mean, Krum / multi-Krum, each
+optionally after clipping every delta to a norm; see :mod:`.reducers`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-import torch
 from torch import Tensor
 
 from lightning_asyncfl.aggregators.base import AsyncAggregator
 from lightning_asyncfl.aggregators.ops import staleness_weighted_mean
-from lightning_asyncfl.aggregators.robust import check_robust, robust_combine
+from lightning_asyncfl.aggregators.reducers import Reducer, build_reducer
 from lightning_asyncfl.aggregators.staleness import make_staleness
-from lightning_asyncfl.errors import checking
+from lightning_asyncfl.errors import checking, positive, validate
 from lightning_asyncfl.state import ClientUpdate, ModelState
 
 
@@ -46,13 +46,10 @@ class FedBuff(AsyncAggregator):
         staleness: ``constant``, ``polynomial`` or ``hinge``.
         a: exponent of ``polynomial``, slope of ``hinge``; >= 0.
         b: threshold of ``hinge``; >= 0.
-        rule: how the K weighted deltas are combined: ``mean`` (the paper), ``median``,
-            ``trimmed_mean`` or ``krum``.
-        trim: β of ``trimmed_mean``, in [0, 0.5): the share dropped at each end.
-        krum_f: f of ``krum``, the number of attackers tolerated (K must exceed f + 2; a
-            flushed partial buffer too small for Krum takes the median).
-        krum_m: m of multi-Krum, the number of lowest-scored deltas averaged (1: Krum).
-        clip_norm: scale every delta down to this norm first (null: no clipping).
+        reducer: how the K weighted deltas are combined: ``mean`` (the paper), ``median``,
+            ``trimmed_mean`` or ``krum``, with options as ``{name: ..., ...}``, or a
+            :class:`~.reducers.Reducer` (see :mod:`.reducers`).
+        rule, trim, krum_f, krum_m, clip_norm: deprecated spellings of ``reducer``.
     """
 
     def __init__(
@@ -63,30 +60,29 @@ class FedBuff(AsyncAggregator):
         staleness: str = "polynomial",
         a: float = 0.5,
         b: float = 4.0,
-        rule: str = "mean",
-        trim: float = 0.2,
-        krum_f: int = 1,
-        krum_m: int = 1,
+        reducer: str | Mapping[str, Any] | Reducer = "mean",
+        rule: str | None = None,
+        trim: float | None = None,
+        krum_f: int | None = None,
+        krum_m: int | None = None,
         clip_norm: float | None = None,
     ) -> None:
         with checking() as check:
             super().__init__(buffer_size=buffer_size)
-            check(server_lr > 0, "server_lr", server_lr, "> 0")
-            check_robust(check, rule=rule, trim=trim, krum_f=krum_f, krum_m=krum_m, clip_norm=clip_norm, buffer_size=buffer_size)
+            validate(check, positive, "server_lr", server_lr)
+            self.reducer = build_reducer(check, reducer=reducer, buffer_size=buffer_size, owner="FedBuff", rule=rule, trim=trim,
+                                         krum_f=krum_f, krum_m=krum_m, clip_norm=clip_norm)  # fmt: skip
             self.staleness = make_staleness(staleness, a=a, b=b)
         self.server_lr = float(server_lr)
-        self.rule, self.trim, self.krum_f, self.krum_m = rule, float(trim), krum_f, krum_m
-        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.legacy_rule = None if rule is None and trim is None and krum_f is None and krum_m is None else (rule or "mean")
 
     def aggregate(self, global_state: ModelState, updates: Sequence[ClientUpdate], version: int) -> ModelState:
         weights = [self.staleness.weight(u.staleness) for u in updates]
-        if self.rule == "mean" and self.clip_norm is None:
-            flat = fedbuff_step(global_state.flat, [u.delta for u in updates], weights, self.server_lr)
-            return global_state.with_flat(flat)
-        deltas = torch.stack([u.delta * w for u, w in zip(updates, weights)])
-        combined = robust_combine(deltas, rule=self.rule, trim=self.trim, krum_f=self.krum_f, krum_m=self.krum_m, clip_norm=self.clip_norm)
+        if self.reducer.is_plain_mean:
+            return global_state.with_flat(fedbuff_step(global_state.flat, [u.delta for u in updates], weights, self.server_lr))
+        combined = self.reducer([u.delta for u in updates], weights)
         return global_state.with_flat(global_state.flat.add(combined, alpha=self.server_lr))
 
     def __repr__(self) -> str:
-        robust = "" if self.rule == "mean" and self.clip_norm is None else f", rule={self.rule!r}, clip_norm={self.clip_norm}"
+        robust = "" if self.reducer.is_plain_mean else f", reducer={self.reducer!r}"
         return f"FedBuff(buffer_size={self.buffer_size}, server_lr={self.server_lr}, staleness={self.staleness!r}{robust})"

@@ -22,8 +22,8 @@ algorithm's v_{-1} ≥ τ² allows):
 There is no bias correction, as in the paper (τ and v_{-1} = τ² handle the cold start).
 
 Under attack, Δ_t can instead be a robust combination of the staleness-scaled deltas
-s(τ_i) Δ_i (``rule``: median, trimmed mean, Krum / multi-Krum, optionally after
-``clip_norm``; see :mod:`.robust`); robust rules count clients, so sample weights are not
+s(τ_i) Δ_i (``reducer``: median, trimmed mean, Krum / multi-Krum, each optionally after
+clipping; see :mod:`.reducers`); robust reducers count clients, so sample weights are not
 used then.
 ``buffer_size`` K: with the round scheduler this is synchronous FedOpt; with the
 concurrency scheduler it is FedBuff's buffer with a server optimizer (``server=fedbuff_adam``).
@@ -33,7 +33,7 @@ The server state (m, v) is created at the first aggregation, on the global model
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -41,10 +41,10 @@ from torch import Tensor
 
 from lightning_asyncfl.aggregators.base import AsyncAggregator
 from lightning_asyncfl.aggregators.ops import weighted_mean
-from lightning_asyncfl.aggregators.robust import check_robust, robust_combine
+from lightning_asyncfl.aggregators.reducers import Reducer, build_reducer
 from lightning_asyncfl.aggregators.server_state import FlatState
 from lightning_asyncfl.aggregators.staleness import make_staleness
-from lightning_asyncfl.errors import checking
+from lightning_asyncfl.errors import checking, positive, positive_int, validate
 from lightning_asyncfl.state import ClientUpdate, ModelState
 
 
@@ -81,28 +81,27 @@ class FedOpt(AsyncAggregator):
         staleness: ``constant``, ``polynomial`` or ``hinge`` (s in the docstring above).
         a: exponent of ``polynomial``, slope of ``hinge``; >= 0.
         b: threshold of ``hinge``; >= 0.
-        rule: Δ_t from the deltas: ``mean`` (the paper), ``median``, ``trimmed_mean`` or ``krum``.
-        trim: β of ``trimmed_mean``, in [0, 0.5).
-        krum_f: f of ``krum`` (K must exceed f + 2).
-        krum_m: m of multi-Krum (1: Krum).
-        clip_norm: scale every delta down to this norm first (null: no clipping).
+        reducer: Δ_t from the deltas: ``mean`` (the paper), ``median``, ``trimmed_mean`` or
+            ``krum``, with options as ``{name: ..., ...}``, or a :class:`~.reducers.Reducer`.
+        rule, trim, krum_f, krum_m, clip_norm: deprecated spellings of ``reducer``.
     """
 
     state_keys: tuple[str, ...] = ()
 
     def __init__(self, *, buffer_size: int = 10, server_lr: float = 1.0, weighted: bool = True,
-                 staleness: str = "constant", a: float = 0.5, b: float = 4.0, rule: str = "mean", trim: float = 0.2,
-                 krum_f: int = 1, krum_m: int = 1, clip_norm: float | None = None) -> None:
+                 staleness: str = "constant", a: float = 0.5, b: float = 4.0, reducer: str | Mapping[str, Any] | Reducer = "mean",
+                 rule: str | None = None, trim: float | None = None, krum_f: int | None = None, krum_m: int | None = None,
+                 clip_norm: float | None = None) -> None:
         with checking() as check:
-            check(isinstance(buffer_size, int) and buffer_size >= 1, "buffer_size", buffer_size, "an integer >= 1")
-            check(server_lr > 0, "server_lr", server_lr, "> 0")
-            check_robust(check, rule=rule, trim=trim, krum_f=krum_f, krum_m=krum_m, clip_norm=clip_norm, buffer_size=buffer_size)
+            validate(check, positive_int, "buffer_size", buffer_size)
+            validate(check, positive, "server_lr", server_lr)
+            self.reducer = build_reducer(check, reducer=reducer, buffer_size=buffer_size, owner=type(self).__name__, rule=rule,
+                                         trim=trim, krum_f=krum_f, krum_m=krum_m, clip_norm=clip_norm)  # fmt: skip
             self._check(check)
             self.staleness = make_staleness(staleness, a=a, b=b)  # last: it raises rather than collects
         super().__init__(buffer_size=buffer_size)
         self.server_lr, self.weighted = float(server_lr), bool(weighted)
-        self.rule, self.trim, self.krum_f, self.krum_m = rule, float(trim), krum_f, krum_m
-        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.legacy_rule = None if rule is None and trim is None and krum_f is None and krum_m is None else (rule or "mean")
         self._state = FlatState(type(self).__name__, self.state_keys)
 
     def _check(self, check: Callable[[bool, str, Any, str], None]) -> None:
@@ -120,11 +119,7 @@ class FedOpt(AsyncAggregator):
         x = global_state.flat
         weights = [float(u.num_samples) if self.weighted else 1.0 for u in updates]
         scales = [self.staleness.weight(u.staleness) for u in updates]
-        if self.rule == "mean" and self.clip_norm is None:
-            delta = pseudo_gradient([u.delta.to(x) for u in updates], weights, scales)
-        else:
-            delta = robust_combine(torch.stack([u.delta.to(x) * s for u, s in zip(updates, scales)]), rule=self.rule,
-                                   trim=self.trim, krum_f=self.krum_f, krum_m=self.krum_m, clip_norm=self.clip_norm)  # fmt: skip
+        delta = self.reducer([u.delta.to(x) for u in updates], scales, weights)  # the mean: pseudo_gradient's sum
         flat, state = self._step(x, delta, self._state.get(x, self._initial_state))
         self._state.set(state)
         return global_state.with_flat(flat)
@@ -140,7 +135,7 @@ class FedOpt(AsyncAggregator):
         return ""
 
     def __repr__(self) -> str:
-        robust = "" if self.rule == "mean" and self.clip_norm is None else f", rule={self.rule!r}, clip_norm={self.clip_norm}"
+        robust = "" if self.reducer.is_plain_mean else f", reducer={self.reducer!r}"
         return (f"{type(self).__name__}(buffer_size={self.buffer_size}, server_lr={self.server_lr}{self._extra_repr()}, "
                 f"weighted={self.weighted}, staleness={self.staleness!r}{robust})")
 

@@ -71,7 +71,7 @@ def test_fedopt_robust_rule_takes_the_median_of_staleness_scaled_deltas_as_its_p
 def test_fedadam_with_median_keeps_the_clean_accuracy_under_a_scaling_attack(make_cfg):
     args = ["server=fedbuff_adam", "server.max_steps=200", "server.eval_every=100"]
     clean = run(make_cfg(*args, name="clean"))
-    median = run(make_cfg(*args, "attack=scale", "server.aggregator.rule=median", name="median"))
+    median = run(make_cfg(*args, "attack=scale", "server.aggregator.reducer=median", name="median"))
 
     assert median["attacked"] > 0
     assert median["final_accuracy"] >= clean["final_accuracy"] - 0.05
@@ -106,10 +106,10 @@ def test_fedbuff_with_median_or_trimmed_mean_survives_a_scaling_attack_that_brea
     args = ["server=fedbuff", "server.max_steps=200", "server.eval_every=100"]  # the preset's 200 versions
     clean = run(make_cfg(*args, name="clean"))
     plain = run(make_cfg(*args, "attack=scale", name="plain"))
-    median = run(make_cfg(*args, "attack=scale", "server.aggregator.rule=median", name="median"))
+    median = run(make_cfg(*args, "attack=scale", "server.aggregator.reducer=median", name="median"))
     # a trimmed mean must cut at least the attackers a buffer may hold: K = 10, 3 cut at each end
     clean_10 = run(make_cfg(*args, "server.aggregator.buffer_size=10", name="clean10"))
-    trimmed = run(make_cfg(*args, "attack=scale", "server.aggregator.rule=trimmed_mean", "server.aggregator.trim=0.3",
+    trimmed = run(make_cfg(*args, "attack=scale", "server.aggregator.reducer={name:trimmed_mean,trim:0.3}",
                            "server.aggregator.buffer_size=10", name="trimmed"))
 
     assert plain["attacked"] > 0 and median["attacked"] == plain["attacked"]
