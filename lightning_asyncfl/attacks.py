@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightning_asyncfl.errors import checking
+from lightning_asyncfl import seeding
+from lightning_asyncfl.context import SetupContext
+from lightning_asyncfl.errors import checking, require
 from lightning_asyncfl.state import Job, ModelState
 
 
@@ -37,9 +39,18 @@ class Attack:
         self.fraction = float(fraction)
         self.malicious: frozenset[int] = frozenset()
 
-    def setup(self, num_clients: int, rng: np.random.Generator) -> None:
-        """Draw the attacking clients, once, before the run."""
+    def setup(self, context: SetupContext | int, rng: np.random.Generator | None = None) -> None:
+        """Draw the attacking clients, once, before the run, from the run's attack stream.
+
+        ``setup(num_clients, rng)`` (the interface before :class:`SetupContext`) still works.
+        """
+        if isinstance(context, SetupContext):
+            num_clients, rng = context.num_clients, context.stream(seeding.ATTACK)
+        else:
+            num_clients = int(context)
         count = round(self.fraction * num_clients)
+        if self.fraction > 0 and count == 0:  # an attack that attacks nobody is a mistake, not a baseline
+            require(False, "fraction", self.fraction, f"0 or at least {0.5 / num_clients:g} (half a client of {num_clients}, so that one attacks)")
         self.malicious = frozenset(int(c) for c in rng.choice(num_clients, size=count, replace=False)) if count else frozenset()
 
     def apply(self, job: Job, base: ModelState, trained: ModelState) -> ModelState:

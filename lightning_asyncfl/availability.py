@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from lightning_asyncfl import seeding
+from lightning_asyncfl.context import SetupContext
 from lightning_asyncfl.errors import checking
 from lightning_asyncfl.state import Job
 
@@ -44,9 +45,18 @@ class Availability:
     state that changes during a run, :meth:`state_dict` / :meth:`load_state_dict`.
     """
 
-    def setup(self, num_clients: int, rng: np.random.Generator) -> None:
-        """Prepare for ``num_clients`` clients; ``rng`` is the run's availability stream."""
+    def setup(self, context: SetupContext | int, rng: np.random.Generator | None = None) -> None:
+        """Prepare for the run's clients, drawing from the run's availability stream (a
+        subclass writes :meth:`_setup`); ``setup(num_clients, rng)`` still works."""
+        if isinstance(context, SetupContext):
+            num_clients, rng = context.num_clients, context.stream(seeding.AVAILABILITY)
+        else:
+            num_clients = int(context)
         self.num_clients = int(num_clients)
+        self._setup(rng)
+
+    def _setup(self, rng: np.random.Generator | None) -> None:
+        """Draw per-client values once :attr:`num_clients` is known (default: none)."""
 
     def filter(self, idle: list[int], now: float) -> list[int]:
         """The clients of ``idle`` (sorted) available at ``now``, still sorted; ``idle`` itself
@@ -147,8 +157,8 @@ class CheckIn(Availability):
         self.initial = self.count if initial is None else int(initial)
         self._rank = np.zeros(0, dtype=np.int64)
 
-    def setup(self, num_clients: int, rng: np.random.Generator) -> None:
-        super().setup(num_clients, rng)
+    def _setup(self, rng: np.random.Generator) -> None:
+        num_clients = self.num_clients
         order = rng.permutation(num_clients)
         self._rank = np.empty(num_clients, dtype=np.int64)
         self._rank[order] = np.arange(num_clients)
@@ -194,8 +204,8 @@ class Windows(Availability):
         self.period, self.duration, self.fraction = float(period), float(duration), float(fraction)
         self._phase = np.zeros(0)
 
-    def setup(self, num_clients: int, rng: np.random.Generator) -> None:
-        super().setup(num_clients, rng)
+    def _setup(self, rng: np.random.Generator) -> None:
+        num_clients = self.num_clients
         phase = rng.uniform(0.0, self.period, size=num_clients)
         affected = rng.random(num_clients) < self.fraction
         self._phase = np.where(affected, phase, np.nan)  # NaN: never away

@@ -199,39 +199,27 @@ def set_rng_state(rng: np.random.Generator, state: Mapping[str, Any]) -> None:
     rng.bit_generator.state = dict(state)
 
 
+# the plain forms live on the types (state.py); these names stay for code that imported them
 def layout_to_plain(layout: Layout) -> dict[str, Any]:
-    return {
-        "names": list(layout.names), "shapes": [list(s) for s in layout.shapes], "offsets": list(layout.offsets),
-        "size": layout.size, "num_parameters": layout.num_parameters,
-    }  # fmt: skip
+    return layout.to_plain()
 
 
 def layout_from_plain(plain: Mapping[str, Any]) -> Layout:
-    return Layout(
-        tuple(plain["names"]), tuple(torch.Size(s) for s in plain["shapes"]), tuple(int(o) for o in plain["offsets"]),
-        int(plain["size"]), int(plain["num_parameters"]),
-    )  # fmt: skip
+    return Layout.from_plain(plain)
 
 
 def model_state_to_plain(state: ModelState) -> dict[str, Any]:
     """A ModelState's tensors (moved to the CPU) without its layout, which is stored once."""
-    return {
-        "flat": state.flat.detach().cpu(),
-        "extras": {k: v.detach().cpu() for k, v in state.extras.items()},
-        "side": {k: v.detach().cpu() for k, v in state.side.items()},
-    }
+    return state.to_plain(layout=False)
 
 
 def model_state_from_plain(plain: Mapping[str, Any], layout: Layout, device: torch.device | str = "cpu") -> ModelState:
-    return ModelState(
-        plain["flat"].to(device), layout,
-        {k: v.to(device) for k, v in plain["extras"].items()}, {k: v.to(device) for k, v in plain["side"].items()},
-    )  # fmt: skip
+    return ModelState.from_plain(plain, layout, device)
 
 
 def job_to_plain(job: Job) -> dict[str, Any]:
-    return dict(vars(job))
+    return job.to_plain()
 
 
 def job_from_plain(plain: Mapping[str, Any]) -> Job:
-    return Job(**plain)
+    return Job.from_plain(plain)

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from lightning_asyncfl import seeding
+from lightning_asyncfl.context import SetupContext
 from lightning_asyncfl.errors import InvalidValue, require
 
 __all__ = [
@@ -82,17 +84,24 @@ class DelayModel(abc.ABC):
         """Number of clients given to :meth:`setup`."""
         return len(self._samples())
 
-    def setup(self, num_samples: Sequence[int], rng: np.random.Generator) -> None:
+    def setup(self, context: SetupContext | Sequence[int], rng: np.random.Generator | None = None) -> None:
         """Prepare for a run; called once before it with every client's sample count.
 
         Args:
-            num_samples: number of local training samples of each client, by client id.
-            rng: the run's system stream; per-client values are drawn from it here.
+            context: the run's :class:`~lightning_asyncfl.context.SetupContext`; per-client
+                values are drawn from its delay stream, which the loop goes on drawing
+                job durations from. (Also accepted, as before: the number of local training
+                samples of each client, by client id, with ``rng``.)
+            rng: with a list of sample counts only: the stream to draw from.
 
         Raises:
             ValueError: on an empty or negative sample count list.
             InvalidValue: when the model's values do not fit the number of clients.
         """
+        if isinstance(context, SetupContext):
+            num_samples, rng = context.num_samples, context.stream(seeding.DELAY)
+        else:
+            num_samples = context
         counts = tuple(int(n) for n in num_samples)
         if not counts or min(counts) < 0:
             raise ValueError(f"num_samples must be one count >= 0 per client, got {counts!r}")

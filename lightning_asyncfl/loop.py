@@ -39,9 +39,11 @@ from lightning_asyncfl.attacks import Attack
 from lightning_asyncfl.availability import Availability
 from lightning_asyncfl.buffer import UpdateBuffer
 from lightning_asyncfl.callbacks.base import Callback
+from lightning_asyncfl.context import SetupContext
 from lightning_asyncfl.delays import DelayModel
 from lightning_asyncfl.errors import Interrupted, RunFailed, checking
 from lightning_asyncfl.executors.base import Executor, TrainerFactory
+from lightning_asyncfl.plugins import setup_plugins
 from lightning_asyncfl.schedulers.base import Scheduler
 from lightning_asyncfl.state import ClientUpdate, Job, JobResult, ModelState
 from lightning_asyncfl.system import JobCost, SystemModel
@@ -155,6 +157,10 @@ class AsyncFLLoop:
             updates waiting in the buffer do not count). Null: no limit.
         max_time_without_progress: stop the run as failed after this many virtual seconds
             without a new global version (null: no limit).
+        context: the :class:`~lightning_asyncfl.context.SetupContext` every plug-in was
+            already set up with (``run.build`` sets them up, to report every problem of a
+            config at once). None: the loop builds one (its ``num_samples``, ``seed``, the
+            initial state's layout and device) and sets every plug-in up in :meth:`run`.
     """
 
     def __init__(
@@ -189,6 +195,7 @@ class AsyncFLLoop:
         target_metric: str = "test_accuracy",
         evaluate_clients: Callable[[ModelState, int], dict[str, float]] | None = None,
         clients_every: int | None = None,
+        context: SetupContext | None = None,
     ) -> None:
         check_loop_settings(
             max_steps=max_steps, max_staleness=max_staleness, eval_every=eval_every, max_updates=max_updates,
@@ -220,8 +227,12 @@ class AsyncFLLoop:
         self.version = 0
         self.now = 0.0
         self.buffer = UpdateBuffer()
-        self.rng = seeding.stream(seed, seeding.SYSTEM)  # the scheduler's choices
-        self.delay_rng = seeding.stream(seed, seeding.DELAY)  # per-client and per-job durations
+        if context is not None and (context.num_samples != tuple(self.num_samples) or context.seed != seed):
+            raise ValueError(f"context has {context.num_clients} clients and seed {context.seed}; the loop {self.num_clients} clients and seed {seed}")
+        self._set_up = context is not None  # plug-ins already set up by whoever made the context
+        self.context = context if context is not None else SetupContext.of(self.num_samples, seed, initial_state.layout, initial_state.flat.device)
+        self.rng = self.context.stream(seeding.SYSTEM)  # the scheduler's choices
+        self.delay_rng = self.context.stream(seeding.DELAY)  # per-client (the delay's setup) and per-job durations
         self.counts: Counter[str] = Counter()
         self.traffic: Counter[str] = Counter()  # bytes sent each way, compute and communication seconds of arrived jobs
         self._empty_rounds = 0
@@ -255,6 +266,11 @@ class AsyncFLLoop:
         self._failure: str | None = None  # why the run stops as failed (not a stop rule)
 
     # -- public views --------------------------------------------------------------
+    def plugins(self) -> dict[str, Any]:
+        """The loop's plug-ins by config key (what :func:`~lightning_asyncfl.plugins.setup_plugins` sets up)."""
+        return {"server.aggregator": self.aggregator, "server.scheduler": self.scheduler, "delay": self.delay, "system": self.system,
+                "attack": self.attack, "availability": self.availability}  # fmt: skip
+
     @property
     def in_flight(self) -> int:
         """Number of jobs dispatched and not yet arrived."""
@@ -281,11 +297,9 @@ class AsyncFLLoop:
         :attr:`status` ``failed``.
         """
         self._wall_start = time.perf_counter()
-        self.system.setup(self.num_samples, seeding.stream(self.seed, seeding.DEVICES))
-        self.delay.setup(self.num_samples, self.delay_rng)
-        self.attack.setup(self.num_clients, seeding.stream(self.seed, seeding.ATTACK))
-        self.availability.setup(self.num_clients, seeding.stream(self.seed, seeding.AVAILABILITY))
-        self.scheduler.setup(self.num_clients)
+        if not self._set_up:
+            setup_plugins(self.context, self.plugins())
+            self._set_up = True
         if resume is not None:
             self.load_state_dict(resume)
         started = time.perf_counter()

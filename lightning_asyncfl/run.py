@@ -43,7 +43,9 @@ from lightning_asyncfl.client_algorithms import ClientAlgorithm
 from lightning_asyncfl.client_algorithms import Scaffold as ScaffoldClient
 from lightning_asyncfl.schedulers.base import Scheduler
 from lightning_asyncfl.evaluation import CLIENT_COLUMNS, ClientEvaluator
+from lightning_asyncfl.context import SetupContext
 from lightning_asyncfl.loop import AsyncFLLoop, check_loop_settings
+from lightning_asyncfl.plugins import setup_plugins
 from lightning_asyncfl.state import ModelState
 from lightning_asyncfl.unused_keys import given_overrides, unused_key_warnings
 from lightning_asyncfl.system import SystemModel, training_flops_per_example
@@ -229,6 +231,14 @@ def _checkpointer(checkpoint: Any, directory: Path, meta: dict[str, Any] | None 
     )  # fmt: skip
 
 
+def _server_device(client: Any) -> torch.device:
+    """Where the global model lives: the device clients train on (the evaluator's, see :func:`run`)."""
+    try:
+        return L.Fabric(accelerator=str(client.get("accelerator", "cpu")), devices=1).device
+    except (ValueError, RuntimeError, TypeError):  # an accelerator this machine lacks: reported by the client checks
+        return torch.device("cpu")
+
+
 def build(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate and check every piece of the experiment; raise one ConfigError listing every problem."""
     problems = _Problems()
@@ -297,17 +307,14 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         for name, node in (cfg.get("callbacks") or {}).items()
     ]
     problems.check("logger", lambda: check_loggers(cfg.get("logger")))
+    context = None
     if data is not None:
-        n = data.num_samples
-        if algorithm is not None:
-            problems.check("client_algorithm", lambda: algorithm.setup(len(n)))
-        if scheduler is not None:
-            key = "server.aggregator" if scheduler is aggregator else "server.scheduler"
-            problems.check(key, lambda: scheduler.setup(len(n)))
-        if delay is not None:
-            problems.check("delay", lambda: delay.setup(n, seeding.stream(seed, seeding.DELAY)))
+        layout = ModelState.from_module(model).layout if model is not None else None
+        context = SetupContext.of(data.num_samples, seed, layout, _server_device(cfg.client) if client_ok else "cpu")
+        plugins = {"server.aggregator": aggregator, "server.scheduler": scheduler, "delay": delay, "system": system,
+                   "attack": attack, "availability": availability, "client_algorithm": algorithm}  # fmt: skip
+        setup_plugins(context, plugins, check=problems.check)  # once, here: the loop is handed the context
         if system is not None:
-            problems.check("system", lambda: system.setup(n, seeding.stream(seed, seeding.DEVICES)))
             if model is not None and client_ok and system.charges_time and system.flops_per_example is None:
                 flops = problems.build("system", lambda: training_flops_per_example(model, data.train_dataset, int(cfg.client.batch_size)))
                 log.info("Counted %.4g training FLOPs per example (forward + backward of training_step)", flops or 0.0)
@@ -335,6 +342,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         "data": data, "model": model, "aggregator": aggregator, "scheduler": scheduler, "delay": delay, "executor": executor,
         "attack": attack, "availability": availability, "faults": faults, "algorithm": algorithm, "callbacks": callbacks,
         "system": system, "time_to_accuracy": [float(t) for t in targets], "loop_keys": loop_keys, "client_metrics": logged,
+        "context": context,
     }  # fmt: skip
 
 
@@ -610,6 +618,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         time_to_accuracy=parts["time_to_accuracy"],
         evaluate_clients=client_evaluator,
         clients_every=clients_every,
+        context=parts["context"],
         **parts["loop_keys"],
     )
     log.info("Running %r with %d clients (%d training samples), output in %s", loop, loop.num_clients, sum(data.num_samples), out)

@@ -6,6 +6,11 @@ memory. Floating-point parameters and buffers live in the flat vector; integer b
 (BatchNorm's ``num_batches_tracked``) are kept aside in :attr:`ModelState.extras`: they
 are counters, not weights, so they are never averaged, and the global model keeps its own.
 
+``to_plain()``/``from_plain()`` turn a :class:`Layout`, a :class:`ModelState`, a
+:class:`Job` and a :class:`ClientUpdate` into tensors and plain values (dicts, lists,
+numbers, strings) and back: what a checkpoint holds, loadable with
+``torch.load(weights_only=True)``.
+
 Convention: a ``ModelState`` is never modified in place once it has been handed to the
 loop (aggregators return a new one), so the loop keeps a snapshot of a version by
 holding a reference.
@@ -62,6 +67,21 @@ class Layout:
             name: flat[off : off + shape.numel()].view(shape)
             for name, shape, off in zip(self.names, self.shapes, self.offsets)
         }
+
+    def to_plain(self) -> dict[str, Any]:
+        """Names, shapes (lists), offsets, size and number of parameters as plain values."""
+        return {
+            "names": list(self.names), "shapes": [list(s) for s in self.shapes], "offsets": list(self.offsets),
+            "size": self.size, "num_parameters": self.num_parameters,
+        }  # fmt: skip
+
+    @classmethod
+    def from_plain(cls, plain: Mapping[str, Any]) -> Layout:
+        """The layout :meth:`to_plain` gave."""
+        return cls(
+            tuple(plain["names"]), tuple(torch.Size(s) for s in plain["shapes"]), tuple(int(o) for o in plain["offsets"]),
+            int(plain["size"]), int(plain["num_parameters"]),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -128,6 +148,30 @@ class ModelState:
         """A new state sharing this one's tensors, with ``tensors`` added to (or replacing) :attr:`side`."""
         return ModelState(self.flat, self.layout, self.extras, {**self.side, **tensors})
 
+    def to_plain(self, *, layout: bool = True) -> dict[str, Any]:
+        """The state's tensors, on the CPU, as ``{"flat", "extras", "side"}`` plus ``"layout"``
+        (plain values) unless ``layout=False`` (a checkpoint stores the layout once)."""
+        plain: dict[str, Any] = {
+            "flat": self.flat.detach().cpu(),
+            "extras": {k: v.detach().cpu() for k, v in self.extras.items()},
+            "side": {k: v.detach().cpu() for k, v in self.side.items()},
+        }
+        if layout:
+            plain["layout"] = self.layout.to_plain()
+        return plain
+
+    @classmethod
+    def from_plain(cls, plain: Mapping[str, Any], layout: Layout | None = None, device: torch.device | str = "cpu") -> ModelState:
+        """The state :meth:`to_plain` gave, on ``device``; ``layout`` where the plain form has none."""
+        if layout is None:
+            if "layout" not in plain:
+                raise ValueError("a ModelState saved without its layout (to_plain(layout=False)) needs layout=")
+            layout = Layout.from_plain(plain["layout"])
+        return cls(
+            plain["flat"].to(device), layout,
+            {k: v.to(device) for k, v in plain["extras"].items()}, {k: v.to(device) for k, v in plain["side"].items()},
+        )  # fmt: skip
+
     def to(self, device: torch.device | str) -> ModelState:
         """This state on ``device`` (self if it is already there)."""
         if self.flat.device == torch.device(device):
@@ -181,6 +225,15 @@ class Job:
     upload_bytes: int = 0
     examples: int = 0
 
+    def to_plain(self) -> dict[str, Any]:
+        """Every field, as plain numbers."""
+        return dict(vars(self))
+
+    @classmethod
+    def from_plain(cls, plain: Mapping[str, Any]) -> Job:
+        """The job :meth:`to_plain` gave (fields absent from an older checkpoint take their defaults)."""
+        return cls(**plain)
+
 
 @dataclass
 class ClientUpdate:
@@ -201,6 +254,24 @@ class ClientUpdate:
     base_version = property(lambda self: self.job.base_version, doc="Global version the job started from.")
     dispatch_time = property(lambda self: self.job.dispatch_time, doc="Virtual dispatch time.")
     arrival_time = property(lambda self: self.job.arrival_time, doc="Virtual arrival time.")
+
+    def to_plain(self) -> dict[str, Any]:
+        """The update as tensors and plain values: its job, trained state (without layout),
+        samples, metrics and staleness. ``base`` is left out: it is the global model of
+        ``base_version``, which a checkpoint stores once by version."""
+        return {
+            "job": self.job.to_plain(), "state": self.state.to_plain(layout=False), "num_samples": self.num_samples,
+            "metrics": dict(self.metrics), "staleness": self.staleness,
+        }  # fmt: skip
+
+    @classmethod
+    def from_plain(cls, plain: Mapping[str, Any], *, base: ModelState, device: torch.device | str | None = None) -> ClientUpdate:
+        """The update :meth:`to_plain` gave, starting from ``base`` (its layout and, by default, its device)."""
+        device = base.flat.device if device is None else device
+        return cls(
+            job=Job.from_plain(plain["job"]), state=ModelState.from_plain(plain["state"], base.layout, device), base=base,
+            num_samples=int(plain["num_samples"]), metrics=dict(plain["metrics"]), staleness=int(plain["staleness"]),
+        )  # fmt: skip
 
     @functools.cached_property
     def delta(self) -> Tensor:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -61,3 +62,47 @@ def test_delta_is_trained_minus_base():
     update = ClientUpdate(job=job, state=flat_state([3.0, 1.0]), base=flat_state([1.0, 1.5]), num_samples=5)
     assert update.delta.tolist() == [2.0, -0.5]
     assert (update.client_id, update.base_version, update.arrival_time) == (0, 0, 1.0)
+
+
+def _saved_and_loaded(obj, tmp_path):
+    path = tmp_path / "plain.pt"
+    torch.save(obj, path)
+    return torch.load(path, weights_only=True)
+
+
+def test_job_model_state_and_update_round_trip_through_weights_only_load(tmp_path):
+    # Prepare
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    base = ModelState.from_module(net)
+    trained = base.with_flat(base.flat + 0.5).with_side(control_delta=torch.arange(3.0))
+    job = Job(job_id=4, client_id=2, base_version=1, seed=99, dispatch_time=1.5, arrival_time=2.25, attempt=1, upload_bytes=40, examples=7)
+    update = ClientUpdate(job=job, state=trained, base=base, num_samples=7, metrics={"train_loss": 0.25}, staleness=3)
+
+    # Execute
+    loaded_job = Job.from_plain(_saved_and_loaded(job.to_plain(), tmp_path))
+    loaded_state = ModelState.from_plain(_saved_and_loaded(base.to_plain(), tmp_path))
+    loaded_update = ClientUpdate.from_plain(_saved_and_loaded(update.to_plain(), tmp_path), base=base)
+
+    # Assert
+    assert loaded_job == job
+    assert loaded_state.layout == base.layout
+    assert torch.equal(loaded_state.flat, base.flat)
+    assert loaded_state.extras.keys() == {"1.num_batches_tracked"}
+    assert loaded_update.job == job and loaded_update.base is base
+    assert (loaded_update.num_samples, loaded_update.metrics, loaded_update.staleness) == (7, {"train_loss": 0.25}, 3)
+    assert torch.equal(loaded_update.state.flat, trained.flat) and torch.equal(loaded_update.delta, update.delta)
+    assert torch.equal(loaded_update.state.side["control_delta"], torch.arange(3.0))
+
+
+def test_model_state_saved_without_layout_needs_one():
+    # Prepare
+    state = ModelState.from_module(torch.nn.Linear(2, 1))
+
+    # Execute
+    plain = state.to_plain(layout=False)
+
+    # Assert
+    assert "layout" not in plain
+    with pytest.raises(ValueError, match="needs layout="):
+        ModelState.from_plain(plain)
+    assert ModelState.from_plain(plain, state.layout).layout == state.layout

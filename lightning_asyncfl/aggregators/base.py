@@ -6,6 +6,7 @@ import abc
 from collections.abc import Sequence
 from typing import Any
 
+from lightning_asyncfl.context import SetupContext
 from lightning_asyncfl.aggregators.robust import unused_robust_keys
 from lightning_asyncfl.aggregators.staleness import Staleness, unused_staleness_keys
 from lightning_asyncfl.buffer import UpdateBuffer
@@ -32,6 +33,9 @@ class AsyncAggregator(abc.ABC):
     def __init__(self, *, buffer_size: int = 1) -> None:
         positive_int("buffer_size", buffer_size)
         self.buffer_size = buffer_size
+
+    def setup(self, context: SetupContext) -> None:
+        """Learn the run (number of clients, their samples, the model layout, the device) once before training (default: nothing)."""
 
     def ready(self, buffer: UpdateBuffer) -> bool:
         """Whether to aggregate now; default: the buffer holds ``buffer_size`` updates."""

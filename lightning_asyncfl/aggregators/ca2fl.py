@@ -31,6 +31,7 @@ from torch import Tensor
 from lightning_asyncfl.aggregators.base import AsyncAggregator
 from lightning_asyncfl.aggregators.ops import weighted_sum
 from lightning_asyncfl.aggregators.server_state import FlatState
+from lightning_asyncfl.context import SetupContext, clients_of_run
 from lightning_asyncfl.errors import checking
 from lightning_asyncfl.state import ClientUpdate, ModelState
 
@@ -60,15 +61,16 @@ class CA2FL(AsyncAggregator):
     Args:
         buffer_size: M, the number of updates per aggregation.
         server_lr: η > 0.
-        num_clients: N, the number of clients h_t averages over (the preset takes
-            ``${data.num_clients}``); client ids must lie in [0, N).
+        num_clients: N, the number of clients h_t averages over; client ids must lie in
+            [0, N). None (the default): the run's number of clients, learnt in
+            :meth:`setup`; a value given must equal it.
     """
 
-    def __init__(self, *, buffer_size: int = 10, server_lr: float = 1.0, num_clients: int = 20) -> None:
+    def __init__(self, *, buffer_size: int = 10, server_lr: float = 1.0, num_clients: int | None = None) -> None:
         with checking() as check:
             check(isinstance(buffer_size, int) and buffer_size >= 1, "buffer_size", buffer_size, "an integer >= 1")
             check(server_lr > 0, "server_lr", server_lr, "> 0")
-            check(isinstance(num_clients, int) and num_clients >= 1, "num_clients", num_clients, "an integer >= 1")
+            check(num_clients is None or (isinstance(num_clients, int) and num_clients >= 1), "num_clients", num_clients, "null or an integer >= 1")
         super().__init__(buffer_size=buffer_size)
         self.server_lr, self.num_clients = float(server_lr), num_clients
         # "h": h_t (h_1 = 0), "cache.<client id>": h^i, that client's latest delta
@@ -78,8 +80,13 @@ class CA2FL(AsyncAggregator):
         prefix, _, cid = key.partition(".")
         return key == "h" or (prefix == "cache" and cid.isdigit() and int(cid) < self.num_clients)
 
+    def setup(self, context: SetupContext) -> None:
+        self.num_clients = clients_of_run("num_clients", self.num_clients, context)
+
     def aggregate(self, global_state: ModelState, updates: Sequence[ClientUpdate], version: int) -> ModelState:
         x = global_state.flat
+        if self.num_clients is None:
+            raise RuntimeError("CA2FL needs num_clients: give it, or call setup(context) first")
         bad = sorted({u.client_id for u in updates if not 0 <= u.client_id < self.num_clients})
         if bad:
             raise ValueError(f"CA2FL has num_clients={self.num_clients}; updates came from client ids {bad}")

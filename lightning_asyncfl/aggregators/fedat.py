@@ -51,6 +51,7 @@ from lightning_asyncfl.aggregators.base import AsyncAggregator
 from lightning_asyncfl.aggregators.fedavg import weighted_average
 from lightning_asyncfl.aggregators.ops import weighted_sum
 from lightning_asyncfl.buffer import UpdateBuffer
+from lightning_asyncfl.context import SetupContext
 from lightning_asyncfl.errors import checking
 from lightning_asyncfl.schedulers.base import Scheduler, require_at_most_clients
 from lightning_asyncfl.state import ClientUpdate, Job, ModelState
@@ -119,6 +120,12 @@ class FedAT(AsyncAggregator, Scheduler):
         self._round_of_job: dict[int, int] = {}  # arrived job -> its round
         self._done: list[int] = []  # rounds all arrived, not yet aggregated, in completion order
         self._held: dict[int, list[Held]] = {}  # drained updates of rounds still training
+
+    def setup(self, context: SetupContext | int) -> None:
+        """One setup for both roles: the aggregator's (nothing to learn) and the scheduler's (the tiers fit the clients)."""
+        if isinstance(context, SetupContext):
+            AsyncAggregator.setup(self, context)
+        Scheduler.setup(self, context)
 
     # -- scheduler -----------------------------------------------------------------
     def _setup(self, num_clients: int) -> None:

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from lightning_asyncfl.aggregators.base import AsyncAggregator
 from lightning_asyncfl.aggregators.ops import weighted_sum
+from lightning_asyncfl.context import SetupContext, clients_of_run
 from lightning_asyncfl.errors import checking
 from lightning_asyncfl.state import ClientUpdate, ModelState
 
@@ -39,18 +40,24 @@ class Scaffold(AsyncAggregator):
 
     Args:
         clients_per_round: |S|, aggregate when this many updates are buffered.
-        num_clients: N, the number of clients (the preset takes ``${data.num_clients}``).
+        num_clients: N, the number of clients. None (the default): the run's number of
+            clients, learnt in :meth:`setup`; a value given must equal it.
         server_lr: η_g > 0.
     """
 
-    def __init__(self, *, clients_per_round: int = 10, num_clients: int = 20, server_lr: float = 1.0) -> None:
+    def __init__(self, *, clients_per_round: int = 10, num_clients: int | None = None, server_lr: float = 1.0) -> None:
         with checking() as check:
             super().__init__(buffer_size=clients_per_round)
-            check(isinstance(num_clients, int) and num_clients >= 1, "num_clients", num_clients, "an integer >= 1")
+            check(num_clients is None or (isinstance(num_clients, int) and num_clients >= 1), "num_clients", num_clients, "null or an integer >= 1")
             check(server_lr > 0, "server_lr", server_lr, "> 0")
         self.num_clients, self.server_lr = num_clients, float(server_lr)
 
+    def setup(self, context: SetupContext) -> None:
+        self.num_clients = clients_of_run("num_clients", self.num_clients, context)
+
     def aggregate(self, global_state: ModelState, updates: Sequence[ClientUpdate], version: int) -> ModelState:
+        if self.num_clients is None:
+            raise RuntimeError("Scaffold needs num_clients: give it, or call setup(context) first")
         size = global_state.layout.parameter_size
         missing = [u.job_id for u in updates if "control_delta" not in u.state.side]
         if missing:

@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from lightning_asyncfl.context import SetupContext
 from lightning_asyncfl.state import Job, ModelState
 
 
@@ -66,8 +67,8 @@ class LocalTraining:
 class ClientAlgorithm:
     """Plain local training: every hook leaves things as they are (``client_algorithm=none``)."""
 
-    def setup(self, num_clients: int) -> None:
-        """Called once before the run with the number of clients."""
+    def setup(self, context: SetupContext) -> None:
+        """Called once before the run with what the run is (:class:`~lightning_asyncfl.context.SetupContext`)."""
 
     def before_training(self, ctx: LocalTraining) -> None:
         """Called before the job's first step."""

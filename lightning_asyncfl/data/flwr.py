@@ -61,7 +61,7 @@ class FlowerPartition(Partition):
         partitioner: the partitioner's configuration, a mapping with ``_target_`` (a
             ``flwr_datasets.partitioner`` class) and its arguments, or a partitioner
             object (copied before every split). Its number of partitions must equal
-            ``data.num_clients``.
+            ``data.num_clients``; a configuration without ``num_partitions`` gets it.
         client_test_fraction: see :class:`Partition`.
 
     Raises:
@@ -73,10 +73,10 @@ class FlowerPartition(Partition):
         super().__init__(client_test_fraction=client_test_fraction)
         require_flwr()
         self.partitioner = _plain(partitioner)
-        self.build()  # fail now, before any training, if the arguments are wrong
+        self.build(num_clients=1)  # fail now, before any training, if the arguments are wrong (num_partitions, when left out, is the run's)
 
-    def build(self) -> Any:
-        """A fresh partitioner without a dataset."""
+    def build(self, num_clients: int | None = None) -> Any:
+        """A fresh partitioner without a dataset (``num_partitions=num_clients`` where the configuration leaves it out)."""
         from flwr_datasets.partitioner import Partitioner
 
         if not isinstance(self.partitioner, Mapping):
@@ -96,6 +96,8 @@ class FlowerPartition(Partition):
         if not (isinstance(cls, type) and issubclass(cls, Partitioner)):
             raise ConfigError([f"partition.partitioner._target_ must be a subclass of flwr_datasets.partitioner.Partitioner, got {target!r}"])
         params = inspect.signature(cls.__init__).parameters
+        if num_clients is not None and "num_partitions" in params and "num_partitions" not in node:
+            node["num_partitions"] = int(num_clients)
         unknown = [k for k in node if k not in params]
         missing = [n for n, p in params.items() if n != "self" and p.default is inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD and n not in node]
         if unknown or missing:
@@ -129,7 +131,7 @@ class FlowerPartition(Partition):
         return parts
 
     def _partitions(self, dataset: Any, num_clients: int) -> list[np.ndarray]:
-        partitioner = self.build()
+        partitioner = self.build(num_clients)
         partitioner.dataset = dataset.add_column(INDEX_COLUMN, np.arange(len(dataset), dtype=np.int64))
         try:
             count = partitioner.num_partitions

@@ -19,6 +19,7 @@ import numpy as np
 
 from lightning_asyncfl.state import ClientUpdate, Job
 
+from lightning_asyncfl.context import SetupContext
 from lightning_asyncfl.errors import InvalidValue, require
 
 
@@ -44,15 +45,20 @@ class Scheduler(abc.ABC):
     def num_clients(self) -> int:
         """Number of clients given to :meth:`setup`."""
         if self._num_clients is None:
-            raise RuntimeError(f"{type(self).__name__}.setup(num_clients) must be called first")
+            raise RuntimeError(f"{type(self).__name__}.setup(context) must be called first")
         return self._num_clients
 
-    def setup(self, num_clients: int) -> None:
-        """Prepare for a run of ``num_clients`` clients; called once before it.
+    def setup(self, context: SetupContext | int) -> None:
+        """Prepare for a run; called once before it (a subclass writes :meth:`_setup`).
+
+        Args:
+            context: the run's :class:`~lightning_asyncfl.context.SetupContext` (an
+                integer, the number of clients, is accepted too).
 
         Raises:
-            InvalidValue: when the scheduler's values do not fit ``num_clients``.
+            InvalidValue: when the scheduler's values do not fit the number of clients.
         """
+        num_clients = context.num_clients if isinstance(context, SetupContext) else context
         valid = isinstance(num_clients, Integral) and not isinstance(num_clients, bool)
         if not valid or num_clients < 1:
             raise ValueError(f"num_clients must be an integer >= 1, got {num_clients!r}")

@@ -87,9 +87,8 @@ class FedScaleAvailability(Availability):
             patterns.append(_Pattern(active, inactive, period))
         return patterns
 
-    def setup(self, num_clients: int, rng: np.random.Generator) -> None:
-        super().setup(num_clients, rng)
-        self._clients = [self.patterns[k % len(self.patterns)] for k in range(num_clients)]
+    def _setup(self, rng: np.random.Generator | None) -> None:
+        self._clients = [self.patterns[k % len(self.patterns)] for k in range(self.num_clients)]
 
     def online(self, client: int, t: float) -> bool:
         """Whether ``client`` is online at ``t``."""

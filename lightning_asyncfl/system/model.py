@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from lightning_asyncfl import seeding
+from lightning_asyncfl.context import SetupContext
 from lightning_asyncfl.errors import checking
 from lightning_asyncfl.state import ModelState
 from lightning_asyncfl.system.devices import Devices
@@ -95,8 +97,12 @@ class SystemModel:
         side = sum(t.numel() * t.element_size() for t in base.side.values())
         return base.nbytes - side + int(self._upload_side(base))
 
-    def setup(self, num_samples: list[int] | tuple[int, ...], rng: np.random.Generator) -> None:
-        """Give each client its device; ``rng`` is the run's device stream."""
+    def setup(self, context: SetupContext | list[int] | tuple[int, ...], rng: np.random.Generator | None = None) -> None:
+        """Give each client its device, drawn from the run's device stream (``setup(num_samples, rng)`` still works)."""
+        if isinstance(context, SetupContext):
+            num_samples, rng = context.num_samples, context.stream(seeding.DEVICES)
+        else:
+            num_samples = context
         self._num_samples = tuple(int(n) for n in num_samples)
         if self.devices is not None:
             self.devices.setup(len(self._num_samples), rng)
