@@ -80,6 +80,13 @@ def _file_data(group: str, option: str, root: Path) -> list[str]:
         rows = {"image": torch.randint(0, 256, (40, 28, 28)).tolist(), "label": [k % 10 for k in range(40)]}
         datasets.Dataset.from_dict(rows).save_to_disk(str(root / "hf"))
         return [f"data.path={root / 'hf'}", "data.test_split=null", "data.num_clients=4", "partition=iid", "server.scheduler.concurrency=2"]
+    if (group, option) == ("data", "tensors"):
+        g = torch.Generator().manual_seed(0)
+        torch.save({"x": torch.rand(60, 1, 8, 8, generator=g), "y": torch.arange(60) % 10, "x_test": torch.rand(20, 1, 8, 8, generator=g), "y_test": torch.arange(20) % 10}, root / "data.pt")
+        return [f"data.file={root / 'data.pt'}", "data.input_shape=[1,8,8]", "data.num_classes=10", "data.num_clients=4", "partition=iid", "server.scheduler.concurrency=2"]
+    if (group, option) == ("partition", "given"):
+        (root / "lists.json").write_text(json.dumps([list(range(k, 400, 20)) for k in range(20)]))
+        return [f"partition.file={root / 'lists.json'}"]
     return []
 
 
