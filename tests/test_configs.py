@@ -55,6 +55,7 @@ EXTRA: dict[str, Callable[[DictConfig], list[str]]] = {
     "delay/per_client": _per_client_values,
     "partition/natural": lambda cfg: ["data=synthetic"],  # needs a dataset with natural groups
     "client_algorithm/scaffold": lambda cfg: ["server=scaffold"],  # SCAFFOLD's two halves go together
+    "system/per_sample": lambda cfg: [f"system.devices.seconds_per_sample=[{','.join('0.01' for _ in range(int(cfg.data.num_clients)))}]"],
 }
 
 #: options that read a trace file: the key and a small trace in FedScale's format (written as JSON)
