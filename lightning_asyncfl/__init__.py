@@ -1,7 +1,7 @@
 """lightning_asyncfl: asynchronous federated learning on a deterministic virtual clock."""
 
 from lightning_asyncfl.aggregators import AsyncAggregator, FedAsync, FedAvg, FedBuff
-from lightning_asyncfl.api import experiment
+from lightning_asyncfl.api import Result, experiment, fit
 from lightning_asyncfl.buffer import UpdateBuffer
 from lightning_asyncfl.callbacks import Callback
 from lightning_asyncfl.client import ClientTrainer, Evaluator
@@ -16,5 +16,5 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncAggregator", "AsyncFLLoop", "Callback", "ClientTrainer", "ClientUpdate", "ConfigError",
     "Evaluator", "FedAsync", "FedAvg", "FedBuff", "InvalidValue", "Job", "Layout", "ModelState",
-    "Scheduler", "UpdateBuffer", "compose", "experiment", "run",
+    "Result", "Scheduler", "UpdateBuffer", "compose", "experiment", "fit", "run",
 ]  # fmt: skip

@@ -14,9 +14,9 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import lightning as L
 import torch
@@ -48,6 +48,7 @@ from lightning_asyncfl.loop import AsyncFLLoop, check_loop_settings
 from lightning_asyncfl.plugins import setup_plugins
 from lightning_asyncfl.state import ModelState
 from lightning_asyncfl.unused_keys import given_overrides, unused_key_warnings
+from lightning_asyncfl.preset_keys import check_target_keys
 from lightning_asyncfl.system import SystemModel, training_flops_per_example
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,7 @@ def _describe(key: str, error: BaseException) -> list[str]:
 
 
 def _instantiate_logged(key: str, node: DictConfig, **kwargs: Any) -> Any:
+    check_target_keys(node, passed=kwargs)  # a _target_ override that kept the preset's other keys: name them all, and how to drop them
     obj = instantiate(node, **kwargs, _convert_="all")
     if isinstance(obj, torch.nn.Module):
         size = sum(p.numel() for p in obj.parameters())
@@ -239,8 +241,14 @@ def _server_device(client: Any) -> torch.device:
         return torch.device("cpu")
 
 
-def build(cfg: DictConfig) -> dict[str, Any]:
-    """Instantiate and check every piece of the experiment; raise one ConfigError listing every problem."""
+def build(cfg: DictConfig, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Instantiate and check every piece of the experiment; raise one ConfigError listing every problem.
+
+    ``given`` holds ready pieces in place of config nodes (:func:`lightning_asyncfl.fit`):
+    ``partition`` (a Partition), ``data`` (``(partition, seed) -> data module``), ``model``
+    (a zero-argument factory, called under the run's model seed) and ``callbacks`` (a list).
+    """
+    given = given or {}
     problems = _Problems()
     valid_seed = problems.check("", lambda: require(isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool) and cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0"))
     seed = int(cfg.seed) if valid_seed else 0  # go on checking the rest with a usable seed
@@ -252,10 +260,11 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     client_ok = problems.check("client", lambda: check_client_settings(**cfg.client))
     order = (cfg.get("figures") or {}).get("participation_order", "id")
     problems.check("figures", lambda: require_choice("participation_order", order, ["id", "speed"]))
-    partition = problems.build("partition", lambda: _instantiate_logged("partition", cfg.partition))
+    partition = given["partition"] if "partition" in given else problems.build("partition", lambda: _instantiate_logged("partition", cfg.partition))
     data = None
     if partition is not None:
-        data = problems.build("data", lambda: _instantiate_logged("data", cfg.data, partition=partition, seed=seed))
+        make_data = given.get("data") or (lambda partition, seed: _instantiate_logged("data", cfg.data, partition=partition, seed=seed))
+        data = problems.build("data", lambda: make_data(partition, seed))
     if data is not None and not problems.check("eval", lambda: data.hold_out_validation(val_fraction)):
         data = None
     if data is not None and not problems.check("data", lambda: data.setup("fit")):
@@ -270,7 +279,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             "server.target_metric=val_accuracy needs a validation split: set eval.val_fraction in (0, 1), "
             "or server.target_metric=test_accuracy"
         )
-    model = problems.build("model", lambda: _seeded(seed, lambda: _instantiate_logged("model", cfg.model)))
+    model = problems.build("model", lambda: _seeded(seed, given.get("model") or (lambda: _instantiate_logged("model", cfg.model))))
     if model is not None and not isinstance(model, L.LightningModule):
         problems.items.append(f"model._target_ must be a LightningModule, got {type(model).__name__}")
         model = None
@@ -305,7 +314,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [
         _of_type(problems, f"callbacks.{name}", problems.build(f"callbacks.{name}", lambda node=node, name=name: _instantiate_logged(f"callbacks.{name}", node)), Callback)
         for name, node in (cfg.get("callbacks") or {}).items()
-    ]
+    ] + list(given.get("callbacks", ()))
     problems.check("logger", lambda: check_loggers(cfg.get("logger")))
     context = None
     if data is not None:
@@ -542,8 +551,27 @@ def run_title(cfg: DictConfig, aggregator: Any, data: Any) -> str:
     return f"{aggregator!r} on {type(data).__name__}, {partition}, {data.num_clients} clients, seed {cfg.seed}"
 
 
+class Finished(NamedTuple):
+    """What :func:`execute` hands back: the summary, the evaluation rows, the final weights, the model and the run directory."""
+
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+    state_dict: dict[str, torch.Tensor]
+    module: L.LightningModule
+    run_dir: Path
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the experiment ``cfg`` (a composed ``conf/config.yaml``); returns the summary dict.
+
+    What the command line and a sweep call; :func:`lightning_asyncfl.fit` is the same run
+    with ready objects and a result object (see :func:`execute`).
+    """
+    return execute(cfg).summary
+
+
+def execute(cfg: DictConfig, given: Mapping[str, Any] | None = None) -> Finished:
+    """Run the experiment ``cfg`` with the ready pieces ``given`` (see :func:`build`).
 
     Writes into the output directory: ``partition.csv`` and ``partition.png`` (before
     training), ``metrics.csv``, ``updates.csv`` (as it goes), ``checkpoints/``,
@@ -556,7 +584,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if problem is not None:
         raise ConfigError([problem])
     cfg, resume = _load_resume(cfg, out)
-    parts = build(cfg)
+    parts = build(cfg, given)
     out.mkdir(parents=True, exist_ok=True)
     write_partition_report(parts["data"], out)
     seed = int(cfg.seed)
@@ -636,7 +664,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             log.error("could not write summary.json: %s", error)
         log.warning("run %s: summary.json and the last checkpoint (%s) are in %s", loop.status, loop.last_checkpoint, out.resolve())
         raise
-    write_atomic(out / "final_model.pt", loop.global_state.to("cpu").state_dict())
+    final_state = loop.global_state.to("cpu").state_dict()
+    write_atomic(out / "final_model.pt", final_state)
     summary = _write_summary(out, {**summary, **split_summary(loop.history), **extra})
     accuracy = summary["final_accuracy"]
     log.info(
@@ -644,7 +673,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         summary["steps"], summary["client_updates"], summary["virtual_time"], summary["wall_time"],
         "n/a" if accuracy is None else f"{accuracy:.4f}", out.resolve(),
     )  # fmt: skip
-    return summary
+    return Finished(summary, [dict(row) for row in loop.history], final_state, template, out.resolve())
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:

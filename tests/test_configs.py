@@ -55,6 +55,7 @@ EXTRA: dict[str, Callable[[DictConfig], list[str]]] = {
     "delay/per_client": _per_client_values,
     "partition/natural": lambda cfg: ["data=synthetic"],  # needs a dataset with natural groups
     "client_algorithm/scaffold": lambda cfg: ["server=scaffold"],  # SCAFFOLD's two halves go together
+    "system/per_sample": lambda cfg: [f"system.devices.seconds_per_sample=[{','.join('0.01' for _ in range(int(cfg.data.num_clients)))}]"],
 }
 
 #: options that read a trace file: the key and a small trace in FedScale's format (written as JSON)
@@ -80,6 +81,13 @@ def _file_data(group: str, option: str, root: Path) -> list[str]:
         rows = {"image": torch.randint(0, 256, (40, 28, 28)).tolist(), "label": [k % 10 for k in range(40)]}
         datasets.Dataset.from_dict(rows).save_to_disk(str(root / "hf"))
         return [f"data.path={root / 'hf'}", "data.test_split=null", "data.num_clients=4", "partition=iid", "server.scheduler.concurrency=2"]
+    if (group, option) == ("data", "tensors"):
+        g = torch.Generator().manual_seed(0)
+        torch.save({"x": torch.rand(60, 1, 8, 8, generator=g), "y": torch.arange(60) % 10, "x_test": torch.rand(20, 1, 8, 8, generator=g), "y_test": torch.arange(20) % 10}, root / "data.pt")
+        return [f"data.file={root / 'data.pt'}", "data.input_shape=[1,8,8]", "data.num_classes=10", "data.num_clients=4", "partition=iid", "server.scheduler.concurrency=2"]
+    if (group, option) == ("partition", "given"):
+        (root / "lists.json").write_text(json.dumps([list(range(k, 400, 20)) for k in range(20)]))
+        return [f"partition.file={root / 'lists.json'}"]
     return []
 
 

@@ -261,10 +261,12 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
         Only the samples outside the validation split (``eval.val_fraction``) are
         partitioned; setup drops validation samples from whatever this returns. A data
         module whose partition needs more than the labels (a Flower Datasets partitioner
-        reads any column of a Hugging Face dataset) overrides this.
+        reads any column of a Hugging Face dataset) overrides this. A partition whose
+        indices point into the whole training set (``indexes_training_set``: given index
+        lists) sees every sample; setup then drops the validation ones from its lists.
         """
         keep = getattr(self, "_kept", None)
-        if keep is None or len(keep) == len(targets):
+        if keep is None or len(keep) == len(targets) or getattr(self.partition, "indexes_training_set", False):
             return self.partition(targets, self.num_clients, seeding.stream(self.seed, seeding.PARTITION), groups)
         parts = self.partition(targets[keep], self.num_clients, seeding.stream(self.seed, seeding.PARTITION), None if groups is None else np.asarray(groups)[keep])
         return [keep[p] for p in parts]  # positions among the kept samples -> indices into the training set

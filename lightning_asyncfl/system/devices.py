@@ -2,14 +2,16 @@
 
 A :class:`Devices` draws (or reads) one device per client in :meth:`Devices.setup` and
 turns a job's work into seconds: compute from the FLOPs it runs, download and upload from
-the bytes it sends. Two populations are built in:
+the bytes it sends. Three populations are built in:
 
 - :class:`LogNormalDevices` (the default): speeds and bandwidths log-normal around stated
   medians, the shape FedScale's log-normal completion model and PAPAYA report for device
   speeds;
 - :class:`FedScaleDevices`: FedScale's device trace (``client_device_capacity``), a mapping
   ``client id -> {"computation": ms per sample, "communication": kbit/s}``, with FedScale's
-  own arithmetic.
+  own arithmetic;
+- :class:`PerSampleDevices`: given seconds per sample per client (compute time = examples
+  processed x the client's factor), optional fixed bandwidths.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 from lightning_asyncfl.errors import InvalidValue, checking
 from lightning_asyncfl.system.traces import finite, read_trace
 
-__all__ = ["Devices", "FedScaleDevices", "LogNormalDevices"]
+__all__ = ["Devices", "FedScaleDevices", "LogNormalDevices", "PerSampleDevices"]
 
 
 class Devices(abc.ABC):
@@ -184,3 +186,81 @@ class FedScaleDevices(Devices):
     def _args(self) -> dict[str, Any]:
         return {"file": self.file, "entries": len(self.entries), "augmentation_factor": self.augmentation_factor,
                 "reference_flops": self.reference_flops}  # fmt: skip
+
+
+class PerSampleDevices(Devices):
+    """Given client speeds: a job of client k computes for ``examples x seconds_per_sample[k]``.
+
+    The per-sample speed of published asynchronous FL workloads (a client's delay is
+    proportional to the samples it processes, times its own factor): compute time is
+    ``E_k * s_k`` with ``E_k`` the examples the job processes (the client's samples x local
+    epochs) and ``s_k`` the client's seconds per sample, whatever the model's FLOPs.
+    Communication takes ``bytes / bandwidth`` when ``download`` and ``upload`` are given,
+    else no time.
+
+    Args:
+        seconds_per_sample: one number > 0 per client, client 0 first; or
+        file: a file holding them: a JSON list, or text with one number per line.
+        download: every client's download bandwidth in bytes/s (> 0), or null: no download time.
+        upload: every client's upload bandwidth in bytes/s (> 0), or null: no upload time.
+    """
+
+    def __init__(self, *, seconds_per_sample: list[float] | None = None, file: str | None = None,
+                 download: float | None = None, upload: float | None = None) -> None:
+        super().__init__()
+        with checking() as check:
+            check((seconds_per_sample is None) != (file in (None, "")), "seconds_per_sample", seconds_per_sample,
+                  "one number > 0 per client, or null with system.devices.file set (exactly one of the two)")  # fmt: skip
+            for key, value in (("download", download), ("upload", upload)):
+                check(value is None or (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0),
+                      key, value, "null (no communication time) or a bandwidth in bytes/s > 0")  # fmt: skip
+        self.file = None if file in (None, "") else str(file)
+        values = self._read(self.file) if self.file is not None else seconds_per_sample
+        if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple, np.ndarray)):
+            raise InvalidValue("seconds_per_sample", values, "a list of numbers > 0, one per client")
+        self.seconds_per_sample = tuple(finite(f"seconds_per_sample[{k}]", v, positive=True) for k, v in enumerate(values))
+        self.download_bandwidth = None if download is None else float(download)
+        self.upload_bandwidth = None if upload is None else float(upload)
+
+    @staticmethod
+    def _read(file: str) -> list[Any]:
+        from pathlib import Path
+
+        path = Path(file).expanduser()
+        if not path.is_file():
+            raise InvalidValue("file", file, "an existing file: a JSON list of seconds per sample, or one number per line")
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".json":
+            values = read_trace(file)
+            if not isinstance(values, list):
+                raise InvalidValue("file", file, "a JSON list of seconds per sample, one per client")
+            return values
+        values = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    values.append(float(line))
+                except ValueError:
+                    raise InvalidValue("file", file, f"one number per line (line {lineno} is {line.strip()[:40]!r})") from None
+        return values
+
+    def _setup(self, num_clients: int, rng: np.random.Generator) -> None:
+        if len(self.seconds_per_sample) != num_clients:
+            source = f" (read from {self.file})" if self.file is not None else ""
+            raise InvalidValue("seconds_per_sample", f"{len(self.seconds_per_sample)} values{source}", f"one value per client ({num_clients})")
+        self.compute = np.asarray(self.seconds_per_sample, dtype=np.float64)  # seconds per sample
+        self.download = np.full(num_clients, self.download_bandwidth or 1.0)
+        self.upload = np.full(num_clients, self.upload_bandwidth or 1.0)
+
+    def compute_seconds(self, client: int, examples: int, flops_per_example: float) -> float:
+        return examples * float(self.compute[client])
+
+    def download_seconds(self, client: int, nbytes: int) -> float:
+        return 0.0 if self.download_bandwidth is None else super().download_seconds(client, nbytes)
+
+    def upload_seconds(self, client: int, nbytes: int) -> float:
+        return 0.0 if self.upload_bandwidth is None else super().upload_seconds(client, nbytes)
+
+    def _args(self) -> dict[str, Any]:
+        shown = {"file": self.file} if self.file is not None else {"seconds_per_sample": list(self.seconds_per_sample)}
+        return {**shown, "download": self.download_bandwidth, "upload": self.upload_bandwidth}
