@@ -26,13 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 
+from lightning_asyncfl._lazy import pyplot
 from lightning_asyncfl.callbacks.base import Callback
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 #: at most this many bars per picture: above it, bars group consecutive values (100,000 clients draw in a blink)
 MAX_BARS = 100
@@ -58,6 +56,7 @@ def plot_accuracy(history: Sequence[dict[str, Any]], path: str | Path, title: st
     Returns:
         ``path``, or None (nothing written) when neither metric was logged.
     """
+    plt = pyplot()
     curves = [(key, label) for key, label in _CURVES if any(key in row for row in history)]
     if not curves:
         return None
@@ -135,6 +134,7 @@ def plot_staleness(updates: Sequence[dict[str, Any]], path: str | Path, title: s
     Returns:
         ``path``, or None (nothing written) when no update was accepted or rejected as stale.
     """
+    plt = pyplot()
     accepted, stale = staleness_counts(updates, "accepted"), staleness_counts(updates, "stale")
     if not accepted.sum() and not stale.sum():
         return None
@@ -182,6 +182,7 @@ def plot_participation(
     Returns:
         ``path``, or None (nothing written) when ``updates`` is empty.
     """
+    plt = pyplot()
     if order not in ("id", "speed"):
         raise ValueError(f"figures.participation_order must be one of: id, speed, got {order!r}")
     if not updates:
@@ -235,6 +236,7 @@ def plot_client_accuracy(per_client: dict[str, np.ndarray] | None, path: str | P
     Returns:
         ``path``, or None (nothing written) without per-client metrics.
     """
+    plt = pyplot()
     if per_client is None:
         return None
     accuracy = per_client["accuracy"][per_client["num_samples"] > 0]
@@ -310,6 +312,7 @@ def _bars(ax: Any, sizes: np.ndarray, heights: np.ndarray, bottom: np.ndarray, c
 
 
 def _save(fig: Any, path: str | Path, title: str) -> Path:
+    plt = pyplot()
     if title:
         fig.suptitle(textwrap.fill(title, int(12 * fig.get_figwidth())), fontsize="medium")  # about 12 characters an inch
     fig.tight_layout()

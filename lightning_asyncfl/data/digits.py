@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from numbers import Real
 
 import numpy as np
-from sklearn.datasets import load_digits
 from torch.utils.data import Dataset
 
 from lightning_asyncfl import seeding
@@ -51,6 +50,8 @@ class Digits(FederatedDataModule):
 
     def load(self) -> tuple[Dataset, Dataset, None]:
         """The stratified train/test split of the digits; no natural groups."""
+        from sklearn.datasets import load_digits  # scikit-learn's import takes a second: only when the data is read
+
         x, y = load_digits(return_X_y=True)
         x = (x / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
         y = y.astype(np.int64)

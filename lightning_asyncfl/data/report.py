@@ -15,14 +15,10 @@ import csv
 import textwrap
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from lightning_asyncfl.data.datamodule import FederatedDataModule  # noqa: E402
+from lightning_asyncfl._lazy import pyplot
+from lightning_asyncfl.data.datamodule import FederatedDataModule
 
 
 def class_counts(data: FederatedDataModule) -> np.ndarray:
@@ -69,6 +65,8 @@ def plot_partition(counts: np.ndarray, path: Path, title: str = "") -> Path:
     so label skew shows whatever the client sizes; the bars beside it show the sizes. Up to
     30 clients and 20 classes, each cell also prints its count.
     """
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
     num_clients, num_classes = counts.shape
     totals = counts.sum(axis=1)
     shares = counts / np.maximum(totals, 1)[:, None]
