@@ -46,6 +46,8 @@ from lightning_asyncfl.evaluation import CLIENT_COLUMNS, ClientEvaluator
 from lightning_asyncfl.loop import AsyncFLLoop, check_loop_settings
 from lightning_asyncfl.state import ModelState
 from lightning_asyncfl.unused_keys import given_overrides, unused_key_warnings
+from lightning_asyncfl.context import SetupContext
+from lightning_asyncfl.privacy import Compressor, SecureAggregation, UploadChannel, UserLevelDP
 from lightning_asyncfl.system import SystemModel, training_flops_per_example
 
 log = logging.getLogger(__name__)
@@ -221,6 +223,21 @@ def _build_system(problems: _Problems, cfg: DictConfig) -> SystemModel | None:
     return _of_type(problems, "system", problems.build("system", lambda: _instantiate_logged("system", node, devices=devices)), SystemModel)
 
 
+def _build_channel(problems: _Problems, cfg: DictConfig, aggregator: Any, seed: int) -> UploadChannel:
+    """The upload channel of the ``compression`` and ``privacy`` groups (lightning_asyncfl.privacy), checked against the aggregator."""
+    compression = _build_optional(problems, cfg, "compression", Compressor)
+    node = cfg.get("privacy") or {}
+    parts: dict[str, Any] = {}
+    for key, base in (("dp", UserLevelDP), ("secagg", SecureAggregation)):
+        if node.get(key) is not None:
+            built = problems.build(f"privacy.{key}", lambda key=key: _instantiate_logged(f"privacy.{key}", node[key]))
+            parts[key] = _of_type(problems, f"privacy.{key}", built, base)
+    channel = problems.build("privacy", lambda: UploadChannel(compression=compression, **parts)) or UploadChannel()
+    if aggregator is not None:
+        problems.check("privacy", lambda: channel.setup(SetupContext.of((), seed), aggregator))
+    return channel
+
+
 def _checkpointer(checkpoint: Any, directory: Path, meta: dict[str, Any] | None = None) -> Checkpointer:
     """The ``checkpoint`` config node's Checkpointer; ``checkpoint.dir`` wins over ``directory``."""
     return Checkpointer(
@@ -282,6 +299,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             "SCAFFOLD needs both halves: server.aggregator Scaffold and client_algorithm=scaffold "
             f"(got {type(aggregator).__name__} with {type(algorithm).__name__}); use server=scaffold"
         )
+    channel = _build_channel(problems, cfg, aggregator, seed)  # compression, DP, SecAgg of uploads
     executor = _of_type(problems, "executor", problems.build("executor", lambda: _instantiate_logged("executor", cfg.executor)), Executor)
     attack = _build_optional(problems, cfg, "attack", Attack)
     availability = _build_optional(problems, cfg, "availability", Availability)
@@ -314,7 +332,8 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             else:
                 flops = None
             upload_side = algorithm.upload_side_bytes if algorithm is not None else None
-            problems.check("system", lambda: system.set_work(epochs=int(cfg.client.epochs), flops_per_example=flops, upload_side=upload_side))
+            problems.check("system", lambda: system.set_work(epochs=int(cfg.client.epochs), flops_per_example=flops, upload_side=upload_side,
+                                                           upload_model=channel.model_upload_bytes))
     targets = cfg.eval.get("time_to_accuracy") or []
     problems.check("eval", lambda: require(
         all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in targets),
@@ -334,7 +353,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     return {
         "data": data, "model": model, "aggregator": aggregator, "scheduler": scheduler, "delay": delay, "executor": executor,
         "attack": attack, "availability": availability, "faults": faults, "algorithm": algorithm, "callbacks": callbacks,
-        "system": system, "time_to_accuracy": [float(t) for t in targets], "loop_keys": loop_keys, "client_metrics": logged,
+        "system": system, "channel": channel, "time_to_accuracy": [float(t) for t in targets], "loop_keys": loop_keys, "client_metrics": logged,
     }  # fmt: skip
 
 
@@ -579,6 +598,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("progress", True):
         callbacks.append(ProgressBar())
     callbacks += parts["callbacks"]
+    channel = parts["channel"]
+    callbacks.append(channel)  # its state (error-feedback residuals, the privacy accountant) is checkpointed with the run
     figures = RunFigures(
         out, title=run_title(cfg, parts["aggregator"], data),
         participation_order=str((cfg.get("figures") or {}).get("participation_order", "id")),
@@ -599,7 +620,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         executor=parts["executor"],
         make_trainer=make_trainer,
         num_samples=data.num_samples,
-        evaluate=evaluator.evaluate,
+        evaluate=lambda state: {**evaluator.evaluate(state), **channel.metrics()},  # epsilon spent, with DP
         seed=seed,
         callbacks=callbacks,
         clock=str(cfg.get("clock", "virtual")),
@@ -610,6 +631,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         time_to_accuracy=parts["time_to_accuracy"],
         evaluate_clients=client_evaluator,
         clients_every=clients_every,
+        uplink=channel,
         **parts["loop_keys"],
     )
     log.info("Running %r with %d clients (%d training samples), output in %s", loop, loop.num_clients, sum(data.num_samples), out)
@@ -622,13 +644,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         summary = loop.run(resume=resume)
     except BaseException:
         try:
-            _write_summary(out, {**loop.summary(), **split_summary(loop.history), **extra})
+            _write_summary(out, {**loop.summary(), **split_summary(loop.history), **extra, "privacy": channel.summary()})
         except OSError as error:  # a full disk: the error that stopped the run is the one to report
             log.error("could not write summary.json: %s", error)
         log.warning("run %s: summary.json and the last checkpoint (%s) are in %s", loop.status, loop.last_checkpoint, out.resolve())
         raise
     write_atomic(out / "final_model.pt", loop.global_state.to("cpu").state_dict())
-    summary = _write_summary(out, {**summary, **split_summary(loop.history), **extra})
+    summary = _write_summary(out, {**summary, **split_summary(loop.history), **extra, "privacy": channel.summary()})
     accuracy = summary["final_accuracy"]
     log.info(
         "Done: %d versions, %d client updates, virtual time %.1f, wall %.1fs, test accuracy %s. Results in %s",
