@@ -131,7 +131,7 @@ class UploadChannel(Callback):
         if self.passthrough or update.state.flat.shape != update.base.flat.shape or update.state.flat.dtype != update.base.flat.dtype:
             return update
         job, device = update.job, update.base.flat.device
-        x = update.state.flat - update.base.flat
+        x = delta = update.state.flat - update.base.flat
         client = job.client_id
         if self.compression.error_feedback and client in self.residuals:
             x = x + self.residuals[client].to(device)
@@ -156,6 +156,8 @@ class UploadChannel(Callback):
         if dp is not None and dp.mode == "central" and dp.clip_norm is not None:
             self.max_norm = max(self.max_norm, float(torch.linalg.vector_norm(sent)))
         self.uploads += 1
+        if sent is delta:  # nothing clipped, noised or compressed: the update itself, bit for bit
+            return update
         return ClientUpdate(job=job, state=update.state.with_flat(update.base.flat + sent), base=update.base,
                             num_samples=update.num_samples, metrics=update.metrics, staleness=update.staleness)  # fmt: skip
 

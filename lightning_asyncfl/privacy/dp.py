@@ -36,13 +36,19 @@ MODES = ["central", "local"]
 
 
 def clip_to_norm(x: Tensor, clip_norm: float | None) -> Tensor:
-    """``x · min(1, C/||x||₂)``; ``x`` itself (not a copy) when it is within the norm or C is None."""
+    """``x · min(1, C/||x||₂)``, its norm never above C (at ``x``'s dtype, after rounding);
+    ``x`` itself (not a copy) when it is within the norm or C is None."""
     if clip_norm is None:
         return x
     norm = float(torch.linalg.vector_norm(x))
     if norm <= clip_norm:
         return x
-    return x * (clip_norm / norm)
+    factor = clip_norm / norm
+    y = x * factor
+    while float(torch.linalg.vector_norm(y)) > clip_norm:  # rounding left it a few ulps long: never above C
+        factor *= 1 - 2.0**-20
+        y = x * factor
+    return y
 
 
 def gaussian_noise(shape: torch.Size, std: float, generator: torch.Generator, dtype: torch.dtype) -> Tensor:
