@@ -55,6 +55,8 @@ EXTRA: dict[str, Callable[[DictConfig], list[str]]] = {
     "delay/per_client": _per_client_values,
     "partition/natural": lambda cfg: ["data=synthetic"],  # needs a dataset with natural groups
     "client_algorithm/scaffold": lambda cfg: ["server=scaffold"],  # SCAFFOLD's two halves go together
+    "privacy/secagg": lambda cfg: ["server=fedbuff"],  # a masked sum needs a buffer of several deltas
+    "privacy/central_secagg": lambda cfg: ["server=fedbuff"],
 }
 
 #: options that read a trace file: the key and a small trace in FedScale's format (written as JSON)
