@@ -13,7 +13,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23" "setuptools>=64"
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,ray,optuna,joblib,loggers,hf,flwr]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,ray,optuna,joblib,loggers,hf,flwr,privacy]"
 	touch $(STAMP)
 
 $(DOCS_STAMP): $(STAMP)

@@ -44,6 +44,7 @@ from lightning_asyncfl.delays import DelayModel
 from lightning_asyncfl.errors import Interrupted, RunFailed, checking
 from lightning_asyncfl.executors.base import Executor, TrainerFactory
 from lightning_asyncfl.plugins import setup_plugins
+from lightning_asyncfl.privacy.channel import UploadChannel
 from lightning_asyncfl.schedulers.base import Scheduler
 from lightning_asyncfl.state import ClientUpdate, Job, JobResult, ModelState
 from lightning_asyncfl.system import JobCost, SystemModel
@@ -139,6 +140,8 @@ class AsyncFLLoop:
             added to the evaluation rows every ``clients_every`` versions and at the end
             (None: none).
         clients_every: versions between per-client evaluations (a multiple of ``eval_every``).
+        uplink: what an upload goes through (compression, user-level DP, secure aggregation;
+            :mod:`lightning_asyncfl.privacy`); None: nothing.
         on_client_error: a job whose training raised: ``skip`` (log, count as failed, go
             on), ``retry`` (run the same job again, up to ``max_retries`` times, then skip)
             or ``raise`` (stop the run, after a checkpoint of the state just before).
@@ -196,6 +199,7 @@ class AsyncFLLoop:
         evaluate_clients: Callable[[ModelState, int], dict[str, float]] | None = None,
         clients_every: int | None = None,
         context: SetupContext | None = None,
+        uplink: UploadChannel | None = None,
     ) -> None:
         check_loop_settings(
             max_steps=max_steps, max_staleness=max_staleness, eval_every=eval_every, max_updates=max_updates,
@@ -210,6 +214,7 @@ class AsyncFLLoop:
         self.attack = attack if attack is not None else Attack()
         self.availability = availability if availability is not None else Availability()
         self.checkpointer = checkpointer
+        self.uplink = uplink if uplink is not None else UploadChannel()  # privacy hook: compression, DP, SecAgg of uploads
         self.system = system if system is not None else SystemModel()  # no devices: the work costs no time, bytes still counted
         self.time_to_accuracy = tuple(float(t) for t in time_to_accuracy)
         self.max_retries = max_retries
@@ -653,6 +658,7 @@ class AsyncFLLoop:
         if result.client_state and all(all_finite(t) for t in result.client_state.values()):
             self.client_states[job.client_id] = dict(result.client_state)
         update = ClientUpdate(job=job, state=state, base=base, num_samples=self.num_samples[job.client_id], metrics=result.metrics, staleness=staleness)
+        update = self.uplink.on_upload(update)  # privacy hook: the update as the server receives it (compressed, clipped, noised)
         problem = self._check(update)
         if problem is not None:
             reason, detail = problem
@@ -696,7 +702,12 @@ class AsyncFLLoop:
 
     def _aggregate(self) -> None:
         updates = self.buffer.drain()
-        new_state = self.aggregator.aggregate(self.global_state, updates, self.version)
+        new_state = self.uplink.aggregate(self.aggregator, self.global_state, updates, self.version)  # privacy hook: SecAgg, central DP
+        if isinstance(new_state, str):  # privacy hook: refused (privacy budget spent, too few SecAgg survivors)
+            self.rejected[new_state] += len(updates)
+            log.warning("aggregation of %d update(s) at version %d refused: %s", len(updates), self.version, new_state)
+            self._stop("target_epsilon") if new_state == "privacy_budget" else self._no_progress(len(updates), f"aggregation refused ({new_state})")
+            return
         if not all_finite(new_state.flat):
             self.rejected["non_finite_aggregate"] += len(updates)
             log.warning("aggregate of %d update(s) at version %d is not finite: not installed", len(updates), self.version)

@@ -49,6 +49,7 @@ from lightning_asyncfl.plugins import setup_plugins
 from lightning_asyncfl.state import ModelState
 from lightning_asyncfl.unused_keys import given_overrides, unused_key_warnings
 from lightning_asyncfl.preset_keys import check_target_keys
+from lightning_asyncfl.privacy import Compressor, SecureAggregation, UploadChannel, UserLevelDP
 from lightning_asyncfl.system import SystemModel, training_flops_per_example
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,21 @@ def _build_system(problems: _Problems, cfg: DictConfig) -> SystemModel | None:
     return _of_type(problems, "system", problems.build("system", lambda: _instantiate_logged("system", node, devices=devices)), SystemModel)
 
 
+def _build_channel(problems: _Problems, cfg: DictConfig, aggregator: Any, seed: int) -> UploadChannel:
+    """The upload channel of the ``compression`` and ``privacy`` groups (lightning_asyncfl.privacy), checked against the aggregator."""
+    compression = _build_optional(problems, cfg, "compression", Compressor)
+    node = cfg.get("privacy") or {}
+    parts: dict[str, Any] = {}
+    for key, base in (("dp", UserLevelDP), ("secagg", SecureAggregation)):
+        if node.get(key) is not None:
+            built = problems.build(f"privacy.{key}", lambda key=key: _instantiate_logged(f"privacy.{key}", node[key]))
+            parts[key] = _of_type(problems, f"privacy.{key}", built, base)
+    channel = problems.build("privacy", lambda: UploadChannel(compression=compression, **parts)) or UploadChannel()
+    if aggregator is not None:
+        problems.check("privacy", lambda: channel.setup(SetupContext.of((), seed), aggregator))
+    return channel
+
+
 def _checkpointer(checkpoint: Any, directory: Path, meta: dict[str, Any] | None = None) -> Checkpointer:
     """The ``checkpoint`` config node's Checkpointer; ``checkpoint.dir`` wins over ``directory``."""
     return Checkpointer(
@@ -301,6 +317,7 @@ def build(cfg: DictConfig, given: Mapping[str, Any] | None = None) -> dict[str, 
             "SCAFFOLD needs both halves: server.aggregator Scaffold and client_algorithm=scaffold "
             f"(got {type(aggregator).__name__} with {type(algorithm).__name__}); use server=scaffold"
         )
+    channel = _build_channel(problems, cfg, aggregator, seed)  # compression, DP, SecAgg of uploads
     executor = _of_type(problems, "executor", problems.build("executor", lambda: _instantiate_logged("executor", cfg.executor)), Executor)
     attack = _build_optional(problems, cfg, "attack", Attack)
     availability = _build_optional(problems, cfg, "availability", Availability)
@@ -330,7 +347,8 @@ def build(cfg: DictConfig, given: Mapping[str, Any] | None = None) -> dict[str, 
             else:
                 flops = None
             upload_side = algorithm.upload_side_bytes if algorithm is not None else None
-            problems.check("system", lambda: system.set_work(epochs=int(cfg.client.epochs), flops_per_example=flops, upload_side=upload_side))
+            problems.check("system", lambda: system.set_work(epochs=int(cfg.client.epochs), flops_per_example=flops, upload_side=upload_side,
+                                                           upload_model=channel.model_upload_bytes))
     targets = cfg.eval.get("time_to_accuracy") or []
     problems.check("eval", lambda: require(
         all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in targets),
@@ -350,7 +368,7 @@ def build(cfg: DictConfig, given: Mapping[str, Any] | None = None) -> dict[str, 
     return {
         "data": data, "model": model, "aggregator": aggregator, "scheduler": scheduler, "delay": delay, "executor": executor,
         "attack": attack, "availability": availability, "faults": faults, "algorithm": algorithm, "callbacks": callbacks,
-        "system": system, "time_to_accuracy": [float(t) for t in targets], "loop_keys": loop_keys, "client_metrics": logged,
+        "system": system, "channel": channel, "time_to_accuracy": [float(t) for t in targets], "loop_keys": loop_keys, "client_metrics": logged,
         "context": context,
     }  # fmt: skip
 
@@ -615,6 +633,8 @@ def execute(cfg: DictConfig, given: Mapping[str, Any] | None = None) -> Finished
     if cfg.get("progress", True):
         callbacks.append(ProgressBar())
     callbacks += parts["callbacks"]
+    channel = parts["channel"]
+    callbacks.append(channel)  # its state (error-feedback residuals, the privacy accountant) is checkpointed with the run
     figures = RunFigures(
         out, title=run_title(cfg, parts["aggregator"], data),
         participation_order=str((cfg.get("figures") or {}).get("participation_order", "id")),
@@ -635,7 +655,7 @@ def execute(cfg: DictConfig, given: Mapping[str, Any] | None = None) -> Finished
         executor=parts["executor"],
         make_trainer=make_trainer,
         num_samples=data.num_samples,
-        evaluate=evaluator.evaluate,
+        evaluate=lambda state: {**evaluator.evaluate(state), **channel.metrics()},  # epsilon spent, with DP
         seed=seed,
         callbacks=callbacks,
         clock=str(cfg.get("clock", "virtual")),
@@ -647,6 +667,7 @@ def execute(cfg: DictConfig, given: Mapping[str, Any] | None = None) -> Finished
         evaluate_clients=client_evaluator,
         clients_every=clients_every,
         context=parts["context"],
+        uplink=channel,
         **parts["loop_keys"],
     )
     log.info("Running %r with %d clients (%d training samples), output in %s", loop, loop.num_clients, sum(data.num_samples), out)
@@ -659,14 +680,14 @@ def execute(cfg: DictConfig, given: Mapping[str, Any] | None = None) -> Finished
         summary = loop.run(resume=resume)
     except BaseException:
         try:
-            _write_summary(out, {**loop.summary(), **split_summary(loop.history), **extra})
+            _write_summary(out, {**loop.summary(), **split_summary(loop.history), **extra, "privacy": channel.summary()})
         except OSError as error:  # a full disk: the error that stopped the run is the one to report
             log.error("could not write summary.json: %s", error)
         log.warning("run %s: summary.json and the last checkpoint (%s) are in %s", loop.status, loop.last_checkpoint, out.resolve())
         raise
     final_state = loop.global_state.to("cpu").state_dict()
     write_atomic(out / "final_model.pt", final_state)
-    summary = _write_summary(out, {**summary, **split_summary(loop.history), **extra})
+    summary = _write_summary(out, {**summary, **split_summary(loop.history), **extra, "privacy": channel.summary()})
     accuracy = summary["final_accuracy"]
     log.info(
         "Done: %d versions, %d client updates, virtual time %.1f, wall %.1fs, test accuracy %s. Results in %s",

@@ -56,6 +56,8 @@ EXTRA: dict[str, Callable[[DictConfig], list[str]]] = {
     "partition/natural": lambda cfg: ["data=synthetic"],  # needs a dataset with natural groups
     "client_algorithm/scaffold": lambda cfg: ["server=scaffold"],  # SCAFFOLD's two halves go together
     "system/per_sample": lambda cfg: [f"system.devices.seconds_per_sample=[{','.join('0.01' for _ in range(int(cfg.data.num_clients)))}]"],
+    "privacy/secagg": lambda cfg: ["server=fedbuff"],  # a masked sum needs a buffer of several deltas
+    "privacy/central_secagg": lambda cfg: ["server=fedbuff"],
 }
 
 #: options that read a trace file: the key and a small trace in FedScale's format (written as JSON)

@@ -73,6 +73,7 @@ class SystemModel:
         self.latency, self.jitter = float(latency), float(jitter)
         self.epochs = 1
         self._upload_side: Callable[[ModelState], int] = lambda base: 0
+        self._upload_model: Callable[[ModelState], int] | None = None  # compressed or masked uploads (lightning_asyncfl.privacy)
         self._num_samples: tuple[int, ...] = ()
 
     @property
@@ -81,21 +82,26 @@ class SystemModel:
         return self.devices is not None
 
     def set_work(self, *, epochs: int, flops_per_example: float | None,
-                 upload_side: Callable[[ModelState], int] | None = None) -> None:
+                 upload_side: Callable[[ModelState], int] | None = None,
+                 upload_model: Callable[[ModelState], int] | None = None) -> None:
         """What a job does: the clients' local epochs, the counted FLOPs per example (used unless
         ``flops_per_example`` was given) and the bytes a client sends besides its model (the client
-        algorithm's, e.g. SCAFFOLD's control variate)."""
+        algorithm's, e.g. SCAFFOLD's control variate); ``upload_model``: the bytes of the model part
+        when it is not sent whole (a compressed or masked delta, :mod:`lightning_asyncfl.privacy`)."""
         self.epochs = int(epochs)
         if self.flops_per_example is None:
             self.flops_per_example = float(flops_per_example or 0.0)
         if upload_side is not None:
             self._upload_side = upload_side
+        if upload_model is not None:
+            self._upload_model = upload_model
 
     def upload_bytes(self, base: ModelState) -> int:
         """Bytes a job that starts from ``base`` sends back: the trained model (without what the
         server sent beside it) plus what the client algorithm adds."""
         side = sum(t.numel() * t.element_size() for t in base.side.values())
-        return base.nbytes - side + int(self._upload_side(base))
+        model = base.nbytes - side if self._upload_model is None else int(self._upload_model(base))
+        return model + int(self._upload_side(base))
 
     def setup(self, context: SetupContext | list[int] | tuple[int, ...], rng: np.random.Generator | None = None) -> None:
         """Give each client its device, drawn from the run's device stream (``setup(num_samples, rng)`` still works)."""
