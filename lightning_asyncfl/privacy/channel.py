@@ -104,14 +104,15 @@ class UploadChannel(Callback):
             return
         self.cohort = int(getattr(aggregator, "buffer_size", 1))
         name = type(aggregator).__name__
-        linear = getattr(aggregator, "rule", "mean") == "mean" and getattr(aggregator, "clip_norm", None) is None
+        reducer = getattr(aggregator, "reducer", None)
+        linear = reducer is None or reducer.is_plain_mean  # a plain (weighted) mean: noise and masks stay calibrated
         with checking() as check:
             if self.dp is not None and self.dp.mode == "central":
-                check(linear, "dp.mode", "central", f"local with {name} and rule={getattr(aggregator, 'rule', None)!r}: "
-                      "central noise is calibrated to a linear combination of the deltas (rule=mean, clip_norm=null)")
+                check(linear, "dp.mode", "central", f"local with {name} and reducer={reducer!r}: "
+                      "central noise is calibrated to a linear combination of the deltas (reducer=mean)")
             if self.secagg is not None:
                 ok = isinstance(aggregator, FedBuff) and linear and aggregator.buffer_size >= 2
-                check(ok, "secagg", repr(self.secagg), f"used with a FedBuff aggregator with rule=mean, clip_norm=null and buffer_size >= 2 "
+                check(ok, "secagg", repr(self.secagg), f"used with a FedBuff aggregator with reducer=mean and buffer_size >= 2 "
                       f"(a masked sum of several deltas), got {aggregator!r}")
                 check(self.compression.identity, "secagg", repr(self.secagg), f"used without compression (masked inputs are dense ring elements), got {self.compression!r}")
 
