@@ -332,6 +332,11 @@ class ClientTrainer(_FabricWorker):
         _validate_scheduler_api(configs, module)
         return optimizers, configs
 
+    def memory_tensors(self) -> tuple[Tensor, ...] | None:
+        """The training set's tensors, already on :attr:`device`, when it is an in-memory
+        ``TensorDataset`` (batches are index gathers); None for any other dataset."""
+        return self.dataset.tensors if isinstance(self.dataset, _DeviceTensors) else None
+
     def train(self, job: Job, base: ModelState, client_state: Mapping[str, Tensor] | None = None, *, limit_batches: int | None = None) -> JobResult:
         """Train ``job`` from ``base``; returns the trained state, the job's logged metrics
         and the client's persistent state after the job.

@@ -44,8 +44,9 @@ from lightning_asyncfl.client_algorithms import Scaffold as ScaffoldClient
 from lightning_asyncfl.schedulers.base import Scheduler
 from lightning_asyncfl.evaluation import CLIENT_COLUMNS, ClientEvaluator
 from lightning_asyncfl.context import SetupContext
-from lightning_asyncfl.loop import AsyncFLLoop, check_loop_settings
+from lightning_asyncfl.loop import AsyncFLLoop
 from lightning_asyncfl.plugins import setup_plugins
+from lightning_asyncfl.settings import SERVER_KEYS, STOP_RULES, check_loop_settings
 from lightning_asyncfl.state import ModelState
 from lightning_asyncfl.unused_keys import given_overrides, unused_key_warnings
 from lightning_asyncfl.preset_keys import check_target_keys
@@ -58,7 +59,7 @@ T = TypeVar("T")
 #: what a resumed run may change: how it runs and when it stops, never what it computes
 RESUME_MAY_CHANGE = (
     "resume", "resume_inexact", "progress", "output_dir", "checkpoint", "executor", "callbacks", "logger", "optimized_metric", "figures",
-    "server.max_steps", "server.max_updates", "server.max_time", "server.target_accuracy", "server.target_metric",
+    *(f"server.{key}" for key in STOP_RULES),
 )  # fmt: skip
 #: executors that give the same bytes as each other (the batched one only agrees within tolerance)
 EXACT_EXECUTORS = tuple(f"lightning_asyncfl.executors.{name}" for name in ("SequentialExecutor", "ThreadExecutor", "ProcessExecutor", "RayExecutor"))
@@ -358,8 +359,7 @@ def build(cfg: DictConfig, given: Mapping[str, Any] | None = None) -> dict[str, 
         problems.check("model", lambda: logged.extend(check_model(
             model, data.train_dataset, data.client_indices, data.test_dataset, settings=dict(cfg.client), algorithm=algorithm, eval_batch_size=int(cfg.eval.batch_size),
         )))  # fmt: skip
-    loop_keys = {k: cfg.server[k] for k in ("max_steps", "max_staleness", "eval_every", "max_updates", "max_time", "target_accuracy", "target_metric", "on_client_error",
-                                            "max_retries", "max_arrivals_without_progress", "max_time_without_progress") if k in cfg.server}  # fmt: skip
+    loop_keys = {k: cfg.server[k] for k in SERVER_KEYS if k in cfg.server}
     problems.check("server", lambda: check_loop_settings(**loop_keys))
     problems.check("", lambda: check_loop_settings(max_steps=1, clock=cfg.get("clock", "virtual")))
     problems.raise_if_any()

@@ -129,7 +129,7 @@ class MetricsCSV(_CSVWriter):
     """``metrics.csv``: one row per evaluation of the global model."""
 
     def on_evaluate(self, loop: Any, version: int, metrics: dict[str, float]) -> None:
-        row = loop.history[-1]
+        row = dict(loop.last_metrics)
         self._write(row, list(row))
 
 

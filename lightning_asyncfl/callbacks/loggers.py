@@ -159,7 +159,7 @@ class LoggerCallback(Callback):
 
     def on_evaluate(self, loop: Any, version: int, metrics: dict[str, float]) -> None:
         """Log the evaluation's row of ``metrics.csv`` at ``step=version``, and write it to disk."""
-        row = {k: v for k, v in loop.history[-1].items() if k != "version"}
+        row = {k: v for k, v in loop.last_metrics.items() if k != "version"}
         for logger in self.loggers.values():
             logger.log_metrics(row, step=version)
             logger.save()

@@ -301,7 +301,7 @@ class RunFigures(Callback):
 
     def on_run_end(self, loop: Any, summary: dict[str, Any]) -> None:
         if loop.status == "completed":
-            self.written = write_run_figures(self.out_dir, loop.history, self.title, loop.num_clients, self.participation_order)
+            self.written = write_run_figures(self.out_dir, [dict(row) for row in loop.history], self.title, loop.num_clients, self.participation_order)
 
 
 def _bars(ax: Any, sizes: np.ndarray, heights: np.ndarray, bottom: np.ndarray, color: str, label: str) -> None:

@@ -28,12 +28,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from lightning_asyncfl.client import ClientTrainer, _DeviceTensors, intra_op_threads
+import lightning as L
+
+from lightning_asyncfl.client import ClientTrainer, intra_op_threads
 from lightning_asyncfl.client_algorithms.base import ClientAlgorithm
 from lightning_asyncfl.errors import checking
 from lightning_asyncfl.executors.base import TrainerFactory
 from lightning_asyncfl.executors.sequential import SequentialExecutor
-from lightning_asyncfl.models.base import ClassifierModule
 from lightning_asyncfl.state import Job, JobResult, ModelState
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,11 @@ TRAINING_HOOKS = (
 def why_not_batched(trainer: ClientTrainer) -> str | None:
     """Why ``trainer``'s jobs cannot be trained batched, or None when they can."""
     module = trainer.module
-    if not isinstance(module, ClassifierModule) or type(module).training_step is not ClassifierModule.training_step:
-        return f"{type(module).__name__} is not a ClassifierModule with the built-in training_step (cross-entropy of forward)"
-    overridden = [hook for hook in TRAINING_HOOKS if getattr(type(module), hook) is not getattr(ClassifierModule, hook)]
+    plain_sgd = getattr(module, "plain_sgd", None)  # the model's word that a step is cross-entropy of forward then SGD
+    if not callable(plain_sgd):
+        return f"{type(module).__name__} has no plain_sgd() saying its training step is cross-entropy of forward then SGD (see ClassifierModule)"
+    sgd = plain_sgd()
+    overridden = [hook for hook in TRAINING_HOOKS if hook != "configure_optimizers" and getattr(type(module), hook) is not getattr(L.LightningModule, hook)]
     if overridden:
         return f"{type(module).__name__} overrides {', '.join(overridden)}"
     if not module.automatic_optimization:
@@ -68,8 +71,9 @@ def why_not_batched(trainer: ClientTrainer) -> str | None:
         return f"{type(module).__name__} has {', '.join(slow)} layers, which torch.func.vmap runs one client at a time (no batching rule)"
     if any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in module.modules()):
         return f"{type(module).__name__} uses dropout (randomness inside the model)"
-    if module.optimizer_name != "sgd":
-        return f"the optimizer is {module.optimizer_name}, only sgd is batched"
+    if sgd is None:
+        optimizer = getattr(module, "optimizer_name", "not plain SGD")
+        return f"the optimizer is {optimizer}, or training_step/configure_optimizers are overridden: only the built-in step with sgd is batched"
     if type(trainer.algorithm) is not ClientAlgorithm:
         return f"client algorithm {type(trainer.algorithm).__name__} hooks into each step"
     if trainer.augment is not None:
@@ -78,7 +82,7 @@ def why_not_batched(trainer: ClientTrainer) -> str | None:
         return "faults are injected into client training"
     if str(trainer.precision) not in ("32-true", "32"):
         return "mixed precision"
-    if not isinstance(trainer.dataset, _DeviceTensors):
+    if trainer.memory_tensors() is None:
         return "the training set is not an in-memory TensorDataset"
     return None
 
@@ -192,11 +196,11 @@ class BatchedExecutor(SequentialExecutor):
         device = trainer.device
         starts = torch.stack([base.flat.to(device) for _, base, _ in group])
         index = self._index(group)
-        x, y = trainer.dataset.tensors
+        x, y = trainer.memory_tensors()
         try:
             trained, losses = batched_sgd(
                 module, starts, names, shapes, x, y, index,
-                lr=float(module.lr), momentum=float(module.momentum), weight_decay=float(module.weight_decay),
+                **module.plain_sgd(),
             )  # fmt: skip
         except Exception as error:  # the whole batch failed: each job on its own
             log.warning("batched training of %d jobs failed (%s: %s); training them one at a time", len(group), type(error).__name__, error)

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from lightning_asyncfl.errors import checking, require
 from lightning_asyncfl.executors.base import Executor, JobFailed, TrainerFactory, WorkerLost
+from lightning_asyncfl.snapshots import Snapshots
 from lightning_asyncfl.state import Job, JobResult, ModelState
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class ParallelExecutor(Executor):
         self._queue: list[tuple[float, int]] = []  # (arrival time, job id) of jobs not yet started
         self._jobs: dict[int, tuple[Job, Mapping[str, Tensor] | None]] = {}  # submitted, not yet taken or cancelled
         self._results: dict[int, JobResult | Exception] = {}
-        self._snapshots: dict[int, list[Any]] = {}  # version -> [shared payload, jobs holding it]
+        self._snapshots: Snapshots[int, Any] = Snapshots()  # version -> shared payload, held by the jobs that need it
         self._holds: dict[int, int] = {}  # job id -> version whose payload it holds
         self._threads: list[threading.Thread] = []
         self._handles: list[Any] = []
@@ -132,10 +133,7 @@ class ParallelExecutor(Executor):
 
     def submit(self, job: Job, base: ModelState, client_state: Mapping[str, Tensor] | None = None) -> None:
         with self._cond:
-            snapshot = self._snapshots.get(job.base_version)
-            if snapshot is None:
-                snapshot = self._snapshots[job.base_version] = [self._share(base), 0]
-            snapshot[1] += 1
+            self._snapshots.hold(job.base_version, lambda: self._share(base))
             self._holds[job.job_id] = job.base_version
             self._jobs[job.job_id] = (job, client_state)
             heapq.heappush(self._queue, (job.arrival_time, job.job_id))
@@ -190,10 +188,7 @@ class ParallelExecutor(Executor):
         version = self._holds.pop(job_id, None)
         if version is None:
             return
-        snapshot = self._snapshots[version]
-        snapshot[1] -= 1
-        if snapshot[1] == 0:
-            del self._snapshots[version]
+        self._snapshots.release(version)
 
     def _take(self) -> tuple[Job, Any, Mapping[str, Tensor] | None] | None:
         """The next job to run (the one needed first), or None when shutting down."""
@@ -205,7 +200,7 @@ class ParallelExecutor(Executor):
                     _, job_id = heapq.heappop(self._queue)
                     if job_id in self._jobs:  # not cancelled
                         job, client_state = self._jobs[job_id]
-                        return job, self._snapshots[job.base_version][0], client_state
+                        return job, self._snapshots[job.base_version], client_state
                 self._cond.wait()
 
     def _serve(self, index: int) -> None:

@@ -66,6 +66,19 @@ class ClassifierModule(L.LightningModule):
         self.log("loss", F.cross_entropy(logits, y))
         self.log("accuracy", multiclass_accuracy(logits, y, num_classes=self.num_classes, average="micro"))
 
+    def plain_sgd(self) -> dict[str, float] | None:
+        """SGD's ``lr``, ``momentum`` and ``weight_decay`` when one training step of this module
+        is exactly cross-entropy of :meth:`forward` then ``torch.optim.SGD`` (what
+        :class:`~lightning_asyncfl.executors.BatchedExecutor` runs for many clients at once);
+        None when it is not (another optimizer, an overridden ``training_step`` or
+        ``configure_optimizers``)."""
+        cls = type(self)
+        if cls.training_step is not ClassifierModule.training_step or cls.configure_optimizers is not ClassifierModule.configure_optimizers:
+            return None
+        if self.optimizer_name != "sgd":
+            return None
+        return {"lr": float(self.lr), "momentum": float(self.momentum), "weight_decay": float(self.weight_decay)}
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self.optimizer_name == "sgd":
             return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
