@@ -22,7 +22,7 @@ from torch import Tensor
 
 from lightning_asyncfl.aggregators.base import AsyncAggregator
 from lightning_asyncfl.aggregators.ops import weighted_sum
-from lightning_asyncfl.errors import checking
+from lightning_asyncfl.errors import checking, positive, positive_int, validate
 from lightning_asyncfl.state import ClientUpdate, ModelState
 
 
@@ -46,8 +46,8 @@ class Scaffold(AsyncAggregator):
     def __init__(self, *, clients_per_round: int = 10, num_clients: int = 20, server_lr: float = 1.0) -> None:
         with checking() as check:
             super().__init__(buffer_size=clients_per_round)
-            check(isinstance(num_clients, int) and num_clients >= 1, "num_clients", num_clients, "an integer >= 1")
-            check(server_lr > 0, "server_lr", server_lr, "> 0")
+            validate(check, positive_int, "num_clients", num_clients)
+            validate(check, positive, "server_lr", server_lr)
         self.num_clients, self.server_lr = num_clients, float(server_lr)
 
     def aggregate(self, global_state: ModelState, updates: Sequence[ClientUpdate], version: int) -> ModelState:
