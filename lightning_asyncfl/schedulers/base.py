@@ -19,7 +19,7 @@ import numpy as np
 
 from lightning_asyncfl.state import ClientUpdate, Job
 
-from lightning_asyncfl.errors import require
+from lightning_asyncfl.errors import positive_int, require  # noqa: F401 (positive_int: user schedulers import it from here)
 
 
 class Scheduler(abc.ABC):
