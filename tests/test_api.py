@@ -83,7 +83,7 @@ def test_experiment_reports_a_bad_config_before_training(tmp_path):
     with pytest.raises(ConfigError) as info:
         lightning_asyncfl.experiment(["server.aggregator.alpha=2", f"output_dir={tmp_path / 'bad'}"])
 
-    assert info.value.problems == ["server.aggregator.alpha must be in (0, 1], got 2"]
+    assert info.value.problems == ["server.aggregator.alpha must be a number in (0, 1], got 2"]
     assert not (tmp_path / "bad" / "summary.json").exists()
 
 

@@ -92,6 +92,7 @@ def test_bad_checkpoint_settings_are_reported_together(make_cfg):
     [
         ["server=fedbuff"],  # a buffer that holds updates across checkpoints
         ["server=fedbuff_adam"],  # server optimizer state
+        ["server=fadas"],  # AMSGrad state and the step count of the bias corrections
         ["server=scaffold"],  # per-client state c_i and the server control variate
         ["server=random_interval"],  # scheduler state (next tick)
         ["server=fedat"],  # aggregator and scheduler in one object
@@ -100,7 +101,7 @@ def test_bad_checkpoint_settings_are_reported_together(make_cfg):
         ["server=fedavg", "server.scheduler.clients_per_round=4", "server.scheduler.over_selection=1.5",
          "server.scheduler.deadline=0.012"],  # rounds that close early, stragglers in flight  # fmt: skip
     ],
-    ids=["fedbuff", "fedbuff_adam", "scaffold", "random_interval", "fedat", "ca2fl-dropout", "faults-retry-attack", "fedavg-deadline"],
+    ids=["fedbuff", "fedbuff_adam", "fadas", "scaffold", "random_interval", "fedat", "ca2fl-dropout", "faults-retry-attack", "fedavg-deadline"],
 )
 def test_resuming_from_every_checkpoint_gives_the_uninterrupted_bytes(make_cfg, tmp_path, overrides):
     # Prepare: the uninterrupted run, with a checkpoint every 4 versions

@@ -127,9 +127,9 @@ def test_every_bad_key_of_one_object_is_reported(make_cfg):
     assert info.value.problems == [
         "client.epochs must be an integer >= 1, got 0",
         "client.batch_size must be an integer >= 1, got 0",
-        "server.aggregator.alpha must be in (0, 1], got 2",
-        "server.aggregator.a must be >= 0, got -1",
-        "server.aggregator.b must be >= 0, got -3",
+        "server.aggregator.alpha must be a number in (0, 1], got 2",
+        "server.aggregator.a must be a finite number >= 0, got -1",
+        "server.aggregator.b must be a finite number >= 0, got -3",
     ]
 
 
@@ -291,3 +291,28 @@ def test_a_full_disk_is_a_message_and_keeps_the_last_good_files(tmp_path):
         assert checkpoints and load_checkpoint(checkpoints[-1][1])["version"] >= 1
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_validate_collects_a_typed_validators_problem_with_the_others():
+    from lightning_asyncfl.errors import InvalidValues, checking, positive_int, probability, validate
+
+    with pytest.raises(InvalidValues) as info:
+        with checking() as check:
+            assert validate(check, positive_int, "buffer_size", 4) == 4
+            validate(check, positive_int, "k", 0)
+            validate(check, probability, "alpha", 0.0, open_low=True)
+            check(False, "b", -1, ">= 0")
+
+    assert [str(p) for p in info.value.problems] == [
+        "k must be an integer >= 1, got 0", "alpha must be a number in (0, 1], got 0.0", "b must be >= 0, got -1"
+    ]  # fmt: skip
+
+
+def test_random_interval_reports_both_bad_values_at_once():
+    from lightning_asyncfl.errors import InvalidValues
+    from lightning_asyncfl.schedulers import RandomIntervalScheduler
+
+    with pytest.raises(InvalidValues) as info:
+        RandomIntervalScheduler(interval=0, fraction=1.5)
+
+    assert [str(p) for p in info.value.problems] == ["interval must be a finite number > 0, got 0", "fraction must be a number in (0, 1], got 1.5"]

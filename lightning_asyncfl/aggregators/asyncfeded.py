@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from lightning_asyncfl.aggregators.base import AsyncAggregator
-from lightning_asyncfl.errors import checking
+from lightning_asyncfl.errors import checking, positive, validate
 from lightning_asyncfl.state import ClientUpdate, ModelState
 
 
@@ -56,8 +56,8 @@ class AsyncFedED(AsyncAggregator):
     def __init__(self, *, lam: float = 0.5, epsilon: float = 1.0) -> None:
         super().__init__(buffer_size=1)
         with checking() as check:
-            check(lam > 0, "lam", lam, "> 0")
-            check(epsilon > 0, "epsilon", epsilon, "> 0")
+            validate(check, positive, "lam", lam)
+            validate(check, positive, "epsilon", epsilon)
         self.lam, self.epsilon = float(lam), float(epsilon)
 
     def weight(self, global_flat: Tensor, update: ClientUpdate) -> float:

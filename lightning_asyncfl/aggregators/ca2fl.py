@@ -32,7 +32,7 @@ from lightning_asyncfl.aggregators.base import AsyncAggregator
 from lightning_asyncfl.aggregators.ops import weighted_sum
 from lightning_asyncfl.aggregators.server_state import FlatState
 from lightning_asyncfl.context import SetupContext, clients_of_run
-from lightning_asyncfl.errors import checking
+from lightning_asyncfl.errors import checking, positive, positive_int, validate
 from lightning_asyncfl.state import ClientUpdate, ModelState
 
 
@@ -68,9 +68,10 @@ class CA2FL(AsyncAggregator):
 
     def __init__(self, *, buffer_size: int = 10, server_lr: float = 1.0, num_clients: int | None = None) -> None:
         with checking() as check:
-            check(isinstance(buffer_size, int) and buffer_size >= 1, "buffer_size", buffer_size, "an integer >= 1")
-            check(server_lr > 0, "server_lr", server_lr, "> 0")
-            check(num_clients is None or (isinstance(num_clients, int) and num_clients >= 1), "num_clients", num_clients, "null or an integer >= 1")
+            validate(check, positive_int, "buffer_size", buffer_size)
+            validate(check, positive, "server_lr", server_lr)
+            if num_clients is not None:  # else from the run (setup)
+                validate(check, positive_int, "num_clients", num_clients)
         super().__init__(buffer_size=buffer_size)
         self.server_lr, self.num_clients = float(server_lr), num_clients
         # "h": h_t (h_1 = 0), "cache.<client id>": h^i, that client's latest delta

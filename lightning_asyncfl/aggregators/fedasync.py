@@ -20,7 +20,7 @@ from torch import Tensor
 
 from lightning_asyncfl.aggregators.base import AsyncAggregator
 from lightning_asyncfl.aggregators.staleness import make_staleness
-from lightning_asyncfl.errors import checking
+from lightning_asyncfl.errors import checking, probability, validate
 from lightning_asyncfl.state import ClientUpdate, ModelState
 
 
@@ -42,7 +42,7 @@ class FedAsync(AsyncAggregator):
     def __init__(self, *, alpha: float = 0.6, staleness: str = "polynomial", a: float = 0.5, b: float = 4.0) -> None:
         super().__init__(buffer_size=1)
         with checking() as check:
-            check(0 < alpha <= 1, "alpha", alpha, "in (0, 1]")
+            validate(check, probability, "alpha", alpha, open_low=True)
             self.staleness = make_staleness(staleness, a=a, b=b)
         self.alpha = float(alpha)
 

@@ -52,7 +52,7 @@ from lightning_asyncfl.aggregators.fedavg import weighted_average
 from lightning_asyncfl.aggregators.ops import weighted_sum
 from lightning_asyncfl.buffer import UpdateBuffer
 from lightning_asyncfl.context import SetupContext
-from lightning_asyncfl.errors import checking
+from lightning_asyncfl.errors import checking, positive_int, validate
 from lightning_asyncfl.schedulers.base import Scheduler, require_at_most_clients
 from lightning_asyncfl.state import ClientUpdate, Job, ModelState
 
@@ -107,7 +107,7 @@ class FedAT(AsyncAggregator, Scheduler):
         Scheduler.__init__(self)
         with checking() as check:
             for key, value in (("num_tiers", num_tiers), ("clients_per_round", clients_per_round)):
-                check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, key, value, "an integer >= 1")
+                validate(check, positive_int, key, value)
         self.num_tiers, self.clients_per_round = num_tiers, clients_per_round
         self.tiers: list[list[int]] = []  # client ids of tier_1 .. tier_M, fastest first
         self.latencies: dict[int, float] = {}  # profiled latency of each client

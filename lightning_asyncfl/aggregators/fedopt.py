@@ -44,7 +44,7 @@ from lightning_asyncfl.aggregators.ops import weighted_mean
 from lightning_asyncfl.aggregators.reducers import Reducer, build_reducer
 from lightning_asyncfl.aggregators.server_state import FlatState
 from lightning_asyncfl.aggregators.staleness import make_staleness
-from lightning_asyncfl.errors import checking, positive, positive_int, validate
+from lightning_asyncfl.errors import checking, positive, positive_int, probability, validate
 from lightning_asyncfl.state import ClientUpdate, ModelState
 
 
@@ -155,7 +155,7 @@ class FedAvgM(FedOpt):
         super().__init__(buffer_size=buffer_size, server_lr=server_lr, weighted=weighted, staleness=staleness, a=a, b=b, **robust)
 
     def _check(self, check: Callable[[bool, str, Any, str], None]) -> None:
-        check(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
+        validate(check, probability, "momentum", self.momentum, open_high=True)
 
     def _initial_state(self, flat: Tensor) -> dict[str, Tensor]:
         return {"m": torch.zeros_like(flat)}
@@ -184,8 +184,8 @@ class AdaptiveFedOpt(FedOpt):
         super().__init__(buffer_size=buffer_size, server_lr=server_lr, weighted=weighted, staleness=staleness, a=a, b=b, **robust)
 
     def _check(self, check: Callable[[bool, str, Any, str], None]) -> None:
-        check(0 <= self.beta1 < 1, "beta1", self.beta1, "in [0, 1)")
-        check(self.tau > 0, "tau", self.tau, "> 0")
+        validate(check, probability, "beta1", self.beta1, open_high=True)
+        validate(check, positive, "tau", self.tau)
 
     @abc.abstractmethod
     def _second_moment(self, v: Tensor, delta_sq: Tensor) -> Tensor:
@@ -226,7 +226,7 @@ class FedAdam(AdaptiveFedOpt):
 
     def _check(self, check: Callable[[bool, str, Any, str], None]) -> None:
         super()._check(check)
-        check(0 <= self.beta2 < 1, "beta2", self.beta2, "in [0, 1)")
+        validate(check, probability, "beta2", self.beta2, open_high=True)
 
     def _second_moment(self, v: Tensor, delta_sq: Tensor) -> Tensor:
         return (v * self.beta2).add_(delta_sq, alpha=1.0 - self.beta2)

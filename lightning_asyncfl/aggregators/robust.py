@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_asyncfl.errors import non_negative_int, positive_int, validate
+
 RULES = ["mean", "median", "trimmed_mean", "krum"]
 
 
@@ -32,8 +34,8 @@ def check_robust(check: Callable[[bool, str, Any, str], None], *, rule: str, tri
     """Check the robust keys of a buffered aggregator with ``check(ok, key, value, allowed)``."""
     check(rule in RULES, "rule", rule, "one of: " + ", ".join(RULES))
     check(0 <= trim < 0.5, "trim", trim, "in [0, 0.5)")
-    check(isinstance(krum_f, int) and krum_f >= 0, "krum_f", krum_f, "an integer >= 0")
-    check(isinstance(krum_m, int) and krum_m >= 1, "krum_m", krum_m, "an integer >= 1")
+    validate(check, non_negative_int, "krum_f", krum_f)
+    validate(check, positive_int, "krum_m", krum_m)
     check(rule != "krum" or buffer_size > krum_f + 2, "buffer_size", buffer_size, f"> krum_f + 2 = {krum_f + 2} with rule=krum")
     check(clip_norm is None or clip_norm > 0, "clip_norm", clip_norm, "null or > 0")
 

@@ -23,7 +23,7 @@ from torch import Tensor
 from lightning_asyncfl.aggregators.base import AsyncAggregator
 from lightning_asyncfl.aggregators.ops import weighted_sum
 from lightning_asyncfl.context import SetupContext, clients_of_run
-from lightning_asyncfl.errors import checking
+from lightning_asyncfl.errors import checking, positive, positive_int, validate
 from lightning_asyncfl.state import ClientUpdate, ModelState
 
 
@@ -48,8 +48,9 @@ class Scaffold(AsyncAggregator):
     def __init__(self, *, clients_per_round: int = 10, num_clients: int | None = None, server_lr: float = 1.0) -> None:
         with checking() as check:
             super().__init__(buffer_size=clients_per_round)
-            check(num_clients is None or (isinstance(num_clients, int) and num_clients >= 1), "num_clients", num_clients, "null or an integer >= 1")
-            check(server_lr > 0, "server_lr", server_lr, "> 0")
+            if num_clients is not None:  # else from the run (setup)
+                validate(check, positive_int, "num_clients", num_clients)
+            validate(check, positive, "server_lr", server_lr)
         self.num_clients, self.server_lr = num_clients, float(server_lr)
 
     def setup(self, context: SetupContext) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import abc
 
-from lightning_asyncfl.errors import checking, require, require_choice
+from lightning_asyncfl.errors import checking, non_negative, require_choice, validate
 
 
 class Staleness(abc.ABC):
@@ -50,8 +50,7 @@ class Polynomial(Staleness):
     """s(τ) = (τ + 1)^(-a), a >= 0."""
 
     def __init__(self, *, a: float) -> None:
-        require(a >= 0, "a", a, ">= 0")
-        self.a = float(a)
+        self.a = non_negative("a", a)
 
     def _raw_weight(self, staleness: int) -> float:
         return (staleness + 1.0) ** (-self.a)
@@ -62,8 +61,8 @@ class Hinge(Staleness):
 
     def __init__(self, *, a: float, b: float) -> None:
         with checking() as check:
-            check(a >= 0, "a", a, ">= 0")
-            check(b >= 0, "b", b, ">= 0")
+            validate(check, non_negative, "a", a)
+            validate(check, non_negative, "b", b)
         self.a, self.b = float(a), float(b)
 
     def _raw_weight(self, staleness: int) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from lightning_asyncfl.client_algorithms.base import ClientAlgorithm, LocalTraining
-from lightning_asyncfl.errors import require
+from lightning_asyncfl.errors import non_negative
 
 
 def proximal_term(parameters: list[Tensor], anchors: list[Tensor], mu: float) -> Tensor:
@@ -30,7 +30,7 @@ class FedProx(ClientAlgorithm):
     """
 
     def __init__(self, *, mu: float = 0.01) -> None:
-        require(mu >= 0, "mu", mu, ">= 0")
+        non_negative("mu", mu)
         self.mu = float(mu)
 
     def before_training(self, ctx: LocalTraining) -> None:

@@ -20,14 +20,7 @@ import numpy as np
 from lightning_asyncfl.state import ClientUpdate, Job
 
 from lightning_asyncfl.context import SetupContext
-from lightning_asyncfl.errors import InvalidValue, require
-
-
-def positive_int(key: str, value: Any) -> int:
-    """``value`` as an int >= 1, or :class:`InvalidValue` naming ``key``."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise InvalidValue(key, value, "an integer >= 1")
-    return int(value)
+from lightning_asyncfl.errors import positive_int, require  # noqa: F401 (positive_int: user schedulers import it from here)
 
 
 class Scheduler(abc.ABC):

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from lightning_asyncfl.schedulers.base import Scheduler, positive_int, require_at_most_clients
+from lightning_asyncfl.errors import positive_int
+from lightning_asyncfl.schedulers.base import Scheduler, require_at_most_clients
 
 
 class ConcurrencyScheduler(Scheduler):

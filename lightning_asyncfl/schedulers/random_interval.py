@@ -8,12 +8,11 @@ ticks it dispatches nothing; a tick with no idle client is spent all the same.
 from __future__ import annotations
 
 import math
-from numbers import Real
 from typing import Any
 
 import numpy as np
 
-from lightning_asyncfl.errors import InvalidValue
+from lightning_asyncfl.errors import checking, positive, probability, validate
 from lightning_asyncfl.schedulers.base import Scheduler
 
 
@@ -27,14 +26,9 @@ class RandomIntervalScheduler(Scheduler):
 
     def __init__(self, *, interval: float = 5.0, fraction: float = 0.1) -> None:
         super().__init__()
-        if isinstance(interval, bool) or not isinstance(interval, Real) or not (
-            math.isfinite(interval) and interval > 0
-        ):
-            raise InvalidValue("interval", interval, "a number > 0")
-        if isinstance(fraction, bool) or not isinstance(fraction, Real) or not 0 < fraction <= 1:
-            raise InvalidValue("fraction", fraction, "in (0, 1]")
-        self.interval = float(interval)
-        self.fraction = float(fraction)
+        with checking() as check:
+            self.interval = validate(check, positive, "interval", interval)
+            self.fraction = validate(check, probability, "fraction", fraction, open_low=True)
         self._tick = 0  # index of the next tick not yet fired; it fires at _tick * interval
 
     def _select(

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from lightning_asyncfl.errors import checking
-from lightning_asyncfl.schedulers.base import Scheduler, positive_int, require_at_most_clients
+from lightning_asyncfl.errors import checking, positive_int, validate
+from lightning_asyncfl.schedulers.base import Scheduler, require_at_most_clients
 from lightning_asyncfl.state import ClientUpdate
 
 
@@ -46,8 +46,8 @@ class RoundScheduler(Scheduler):
 
     def __init__(self, *, clients_per_round: int = 10, over_selection: float = 1.0, deadline: float | None = None) -> None:
         super().__init__()
-        self.clients_per_round = positive_int("clients_per_round", clients_per_round)
         with checking() as check:
+            self.clients_per_round = validate(check, positive_int, "clients_per_round", clients_per_round)
             real = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
             check(real(over_selection) and over_selection >= 1, "over_selection", over_selection, "a finite number >= 1")
             check(deadline is None or (real(deadline) and deadline > 0), "deadline", deadline, "null or a finite number > 0")

@@ -45,7 +45,7 @@ def test_fedasync_applies_several_updates_one_after_the_other():
 
 @pytest.mark.parametrize("alpha", [0.0, -0.1, 1.5])
 def test_fedasync_alpha_outside_0_1_is_rejected(alpha):
-    with pytest.raises(InvalidValue, match=rf"alpha must be in \(0, 1\], got {alpha}"):
+    with pytest.raises(InvalidValue, match=rf"alpha must be a number in \(0, 1\], got {alpha}"):
         FedAsync(alpha=alpha)
 
 

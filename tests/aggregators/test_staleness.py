@@ -45,7 +45,7 @@ def test_negative_parameters_are_rejected_with_their_key(make, key):
     with pytest.raises(InvalidValue) as info:
         make()
     assert info.value.key == key
-    assert "must be >= 0" in str(info.value)
+    assert "must be a finite number >= 0" in str(info.value)
 
 
 def test_negative_staleness_is_an_error():

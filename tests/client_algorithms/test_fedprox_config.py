@@ -16,7 +16,7 @@ def test_proximal_term_is_half_mu_times_squared_distance():
 
 
 def test_negative_mu_is_rejected():
-    with pytest.raises(InvalidValue, match="mu must be >= 0, got -1"):
+    with pytest.raises(InvalidValue, match="mu must be a finite number >= 0, got -1"):
         FedProx(mu=-1)
 
 
@@ -32,5 +32,5 @@ def test_fedprox_from_the_config_changes_the_weights_and_mu_zero_does_not(make_c
 
 
 def test_bad_mu_in_the_config_names_the_key(make_cfg):
-    with pytest.raises(ConfigError, match=r"client_algorithm.mu must be >= 0, got -0.5"):
+    with pytest.raises(ConfigError, match=r"client_algorithm.mu must be a finite number >= 0, got -0.5"):
         run(make_cfg("client_algorithm=fedprox", "client_algorithm.mu=-0.5"))
