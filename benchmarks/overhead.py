@@ -3,7 +3,8 @@
 Workload: 60,000 synthetic 1x28x28 images whose labels a fixed random linear map defines
 (written as real MNIST files, loaded by the framework's MNIST data module), 100 clients,
 Dirichlet(0.5), McMahan's CNN, 1 local epoch of batch 50, SGD lr 0.01, FedAsync alpha 0.6
-with polynomial staleness a = 0.5, 10 clients in flight, log-normal client speeds,
+with polynomial staleness a = 0.5, 10 clients in flight, log-normal client speeds
+(``system=none delay=lognormal``: the job times the hand-written loop draws),
 200 client updates; the model is evaluated on the 10,000 test images at the start and at
 the end.
 
@@ -13,12 +14,18 @@ each job's batch order), and the FedAsync mixing written out. It starts from the
 initial weights and the same tensors (data and client index lists), so it does the same
 SGD steps in the same order, and its final weights must equal the framework's.
 
-    python benchmarks/overhead.py                 # sequential, then threads (2 workers x 1 thread)
+    python benchmarks/overhead.py                 # every setting below, 200 updates
     python benchmarks/overhead.py --updates 40    # a quick look
 
-Reports client updates per second of each (the framework's loop time: training,
-aggregation, checks, evaluation, logging) and their ratio, measured in one run, and the
-largest difference between the final weights. Writes ``benchmarks/results/overhead.json``.
+The thread settings are stated on both sides: the hand-written loop trains with 1
+intra-op thread and with every core (``--cores``, default: the cores available); the
+framework runs ``executor=sequential`` with ``executor.num_threads=1`` and with its
+default ``auto`` (every core), and ``executor=threads`` with 2 workers x 1 thread. Each
+framework row is compared with the hand-written loop that uses the same cores, and with
+the 1-thread one. Reports client updates per second of each (the framework's loop time:
+training, aggregation, checks, evaluation, logging), the ratios, all measured in one run,
+and the largest difference between the final weights and those of the hand-written loop
+with the same intra-op threads. Writes ``benchmarks/results/overhead.json``.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ def overrides(data_root: Path, updates: int) -> list[str]:
         "data=mnist", f"data.root={data_root}", "data.num_clients=100", "partition=dirichlet", "partition.beta=0.5",
         "model=cnn", "model.lr=0.01", "client.batch_size=50", "client.epochs=1",
         "server=fedasync", "server.aggregator.alpha=0.6", "server.aggregator.staleness=polynomial", "server.aggregator.a=0.5",
-        "server.scheduler.concurrency=10", "delay=lognormal", f"server.max_steps={updates}", f"server.eval_every={updates}",
+        "server.scheduler.concurrency=10", "system=none", "delay=lognormal", f"server.max_steps={updates}", f"server.eval_every={updates}",
         f"seed={SEED}", "progress=false",
     ]
 
@@ -141,8 +148,11 @@ def handwritten(x, y, clients, initial, test_x, test_y, *, updates, concurrency=
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--updates", type=int, default=200)
-    parser.add_argument("--executors", nargs="+", default=["sequential", "threads"], choices=["sequential", "threads", "processes"])
+    parser.add_argument("--cores", type=int, default=None, help="intra-op threads of the all-cores settings (default: the cores available)")
     args = parser.parse_args()
+    from lightning_asyncfl.executors.base import available_cores
+
+    cores = args.cores or available_cores()
 
     from lightning_asyncfl import compose
     from lightning_asyncfl.run import build, run
@@ -157,36 +167,45 @@ def main() -> None:
     clients = data.client_indices
 
     rows = []
-    print(f"hand-written loop, {args.updates} client updates ...", file=sys.stderr, flush=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # training with 1 intra-op thread, as the framework's executor.num_threads=1
-    started = time.perf_counter()
-    hand_flat, hand_accuracy = handwritten(x, y, clients, initial, test_x, test_y, updates=args.updates, eval_threads=threads)
-    hand_s = time.perf_counter() - started
-    torch.set_num_threads(threads)
-    rows.append({"loop": "hand-written PyTorch", "seconds": hand_s, "updates_per_s": args.updates / hand_s, "accuracy": hand_accuracy})
+    hands: dict[int, tuple[torch.Tensor, float]] = {}  # intra-op threads -> (final weights, updates/s)
+    default_threads = torch.get_num_threads()
+    for threads in sorted({1, cores}):
+        print(f"hand-written loop, {threads} intra-op thread(s), {args.updates} client updates ...", file=sys.stderr, flush=True)
+        torch.set_num_threads(threads)
+        started = time.perf_counter()
+        hand_flat, hand_accuracy = handwritten(x, y, clients, initial, test_x, test_y, updates=args.updates, eval_threads=default_threads)
+        hand_s = time.perf_counter() - started
+        torch.set_num_threads(default_threads)
+        hands[threads] = (hand_flat, args.updates / hand_s)
+        rows.append({"loop": "hand-written PyTorch", "workers": 1, "threads": threads, "cores_used": threads, "seconds": hand_s,
+                     "updates_per_s": args.updates / hand_s, "accuracy": hand_accuracy})  # fmt: skip
 
+    settings = [("sequential", 1, 1), ("sequential", 1, cores), ("threads", 2, 1)]
     with __import__("tempfile").TemporaryDirectory() as tmp:
-        for executor in args.executors:
-            extra = [f"executor={executor}"] + (["executor.workers=2"] if executor != "sequential" else [])
+        for executor, workers, threads in settings:
+            extra = [f"executor={executor}", f"executor.num_threads={threads}"] + ([f"executor.workers={workers}"] if executor != "sequential" else [])
+            name = f"{executor}-{workers}x{threads}"
             print(f"lightning_asyncfl, {' '.join(extra)} ...", file=sys.stderr, flush=True)
-            summary = run(compose([*base, *extra, f"output_dir={tmp}/{executor}"]))
-            weights = torch.load(f"{tmp}/{executor}/final_model.pt", weights_only=True)
+            summary = run(compose([*base, *extra, f"output_dir={tmp}/{name}"]))
+            weights = torch.load(f"{tmp}/{name}/final_model.pt", weights_only=True)
             flat = torch.cat([v.reshape(-1) for v in weights.values()])
             rows.append({
-                "loop": f"lightning_asyncfl, {' '.join(extra)}", "seconds": summary["wall_time"],
+                "loop": f"lightning_asyncfl, {' '.join(extra)}", "workers": workers, "threads": threads,
+                "cores_used": min(cores, workers * threads), "seconds": summary["wall_time"],
                 "updates_per_s": summary["client_updates"] / summary["wall_time"], "accuracy": summary["final_accuracy"],
-                "max_abs_weight_difference": float((flat - hand_flat).abs().max()),
+                "max_abs_weight_difference": float((flat - hands[threads][0]).abs().max()),
             })  # fmt: skip
-    hand = rows[0]["updates_per_s"]
-    print(f"\n{args.updates} client updates; ratio = client updates per second / the hand-written loop's\n")
-    print("| loop | seconds | client updates/s | ratio | final accuracy | max |w - w_hand| |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(f"\n{args.updates} client updates, {cores} cores; each ratio = client updates per second / the hand-written loop's "
+          f"(with 1 intra-op thread, and with as many cores as the row uses)\n")
+    print(f"| loop | workers x intra-op threads | seconds | client updates/s | vs hand-written, 1 thread | vs hand-written, same cores | final accuracy | max \\|w - w_hand\\| (same threads) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        r["ratio"] = r["updates_per_s"] / hand
+        r["ratio_to_hand_1_thread"] = r["updates_per_s"] / hands[1][1]
+        r["ratio_to_hand_same_cores"] = r["updates_per_s"] / hands[min(cores, r["cores_used"]) if r["cores_used"] in hands else cores][1]
         diff = f"{r['max_abs_weight_difference']:.2e}" if "max_abs_weight_difference" in r else "-"
-        print(f"| {r['loop']} | {r['seconds']:.1f} | {r['updates_per_s']:.3f} | {r['ratio']:.3f} | {r['accuracy']:.4f} | {diff} |")
-    print(f"\nwritten {save('overhead', {'updates': args.updates, 'rows': rows})}")
+        print(f"| {r['loop']} | {r['workers']} x {r['threads']} | {r['seconds']:.1f} | {r['updates_per_s']:.3f} | {r['ratio_to_hand_1_thread']:.3f} "
+              f"| {r['ratio_to_hand_same_cores']:.3f} | {r['accuracy']:.4f} | {diff} |")
+    print(f"\nwritten {save('overhead', {'updates': args.updates, 'cores': cores, 'rows': rows})}")
 
 
 if __name__ == "__main__":

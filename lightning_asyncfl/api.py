@@ -47,7 +47,7 @@ METRICS = (
     "applied", "failed", "retries", "dropped", "attacked", "rejected_total", "in_flight", "buffered",
     "virtual_time", "wall_time", "executor_start_time", "peak_snapshots", "seed", "num_clients",
     "bytes_down", "bytes_up", "mean_compute_time", "mean_communication_time", "flops_per_example", "model_bytes",
-    "final_val_accuracy", "best_val_accuracy", "final_val_loss",
+    "final_val_accuracy", "best_val_accuracy", "final_val_loss", "intra_op_threads",
 )  # fmt: skip
 
 

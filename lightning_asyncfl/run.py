@@ -30,7 +30,7 @@ from lightning_asyncfl import seeding
 from lightning_asyncfl.availability import Availability
 from lightning_asyncfl.checkpoint import Checkpointer, checkpoints_in, load_checkpoint, write_atomic
 from lightning_asyncfl.delays import DelayModel
-from lightning_asyncfl.executors.base import Executor
+from lightning_asyncfl.executors.base import Executor, resolve_config_threads
 from lightning_asyncfl.aggregators.base import AsyncAggregator
 from lightning_asyncfl.faults import Faults
 from lightning_asyncfl.callbacks import Callback, ClientMetricsCSV, ClientTrainingCSV, LoggerCallback, MetricsCSV, ProgressBar, RunFigures, UpdatesCSV, build_loggers, check_loggers
@@ -240,6 +240,12 @@ def _build_channel(problems: _Problems, cfg: DictConfig, aggregator: Any, seed: 
     if aggregator is not None:
         problems.check("privacy", lambda: channel.setup(SetupContext.of((), seed), aggregator))
     return channel
+
+
+def _intra_op_threads(cfg: DictConfig) -> int:
+    """The intra-op threads each job ran with: ``executor.num_threads``, or torch's default when null."""
+    value = (cfg.get("executor") or {}).get("num_threads")
+    return int(value) if isinstance(value, int) else torch.get_num_threads()
 
 
 def _checkpointer(checkpoint: Any, directory: Path, meta: dict[str, Any] | None = None) -> Checkpointer:
@@ -524,7 +530,7 @@ def _load_resume(cfg: DictConfig, out: Path) -> tuple[DictConfig, dict[str, Any]
     else:
         raise ConfigError(damaged)
     log.info("Resuming from %s (version %d, virtual time %.3f)", path, state["version"], state["now"])
-    resumed = resume_config(cfg, state["config"])
+    resumed = resume_config(resolve_config_threads(cfg, saved=state["config"]), state["config"])
     changes = [f"{key}: {old} -> {new} (at version {state['version']})" for key, old, new in inexact_changes(cfg, state["config"])]
     state["continuation"] = [*state.get("continuation", []), *changes]
     return resumed, state
@@ -602,6 +608,7 @@ def execute(cfg: DictConfig, given: Mapping[str, Any] | None = None) -> Finished
     if problem is not None:
         raise ConfigError([problem])
     cfg, resume = _load_resume(cfg, out)
+    cfg = resolve_config_threads(cfg)  # executor.num_threads=auto: the cores here, written into the run's config
     parts = build(cfg, given)
     out.mkdir(parents=True, exist_ok=True)
     write_partition_report(parts["data"], out)
@@ -674,6 +681,7 @@ def execute(cfg: DictConfig, given: Mapping[str, Any] | None = None) -> Finished
     extra = {
         "seed": seed, "num_clients": loop.num_clients, "output_dir": str(out.resolve()),
         "flops_per_example": loop.system.flops_per_example, "model_bytes": loop.global_state.nbytes,
+        "intra_op_threads": _intra_op_threads(cfg),
         "continuation": {"identical": not continuation, "changed": continuation},
     }  # fmt: skip
     try:

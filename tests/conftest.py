@@ -11,8 +11,9 @@ from omegaconf import DictConfig
 
 from lightning_asyncfl.run import compose
 
-#: overrides that keep a composed experiment to about a second on 2 CPU cores
-SMALL = ["progress=false", "server.max_steps=12", "server.eval_every=6"]
+#: overrides that keep a composed experiment to about a second on 2 CPU cores; one intra-op
+#: thread per job (the default, auto, takes every core: slower on a machine that runs tests in parallel)
+SMALL = ["progress=false", "server.max_steps=12", "server.eval_every=6", "executor.num_threads=1"]
 
 
 @pytest.fixture

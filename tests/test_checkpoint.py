@@ -339,8 +339,8 @@ def test_a_run_with_checkpoint_dir_resumes_with_auto_with_its_directory_and_with
 
 
 def test_a_resume_that_would_change_the_bytes_is_refused_unless_allowed_and_then_recorded(make_cfg, tmp_path):
-    # Prepare
-    run(make_cfg())
+    # Prepare: one intra-op thread, so that 2 differs on any machine (auto would resume with the checkpoint's number)
+    run(make_cfg("executor.num_threads=1"))
     resume = ["progress=false", f"resume={tmp_path / 'run'}", "server.max_steps=16", "server.eval_every=6"]
 
     # Execute / Assert: more intra-op threads, or the batched executor, change the sums' order

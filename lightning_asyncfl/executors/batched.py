@@ -150,7 +150,7 @@ class BatchedExecutor(SequentialExecutor):
         num_threads: PyTorch intra-op threads while training (on the CPU).
     """
 
-    def __init__(self, *, max_batch: int = 64, num_threads: int | None = 1) -> None:
+    def __init__(self, *, max_batch: int = 64, num_threads: int | str | None = "auto") -> None:
         with checking() as check:
             check(isinstance(max_batch, int) and not isinstance(max_batch, bool) and max_batch >= 1, "max_batch", max_batch, "an integer >= 1")
             super().__init__(num_threads=num_threads)

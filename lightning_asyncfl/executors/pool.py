@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from lightning_asyncfl.errors import checking, require
-from lightning_asyncfl.executors.base import Executor, JobFailed, TrainerFactory, WorkerLost
+from lightning_asyncfl.executors.base import NUM_THREADS_ALLOWED, Executor, JobFailed, TrainerFactory, WorkerLost, resolve_num_threads
 from lightning_asyncfl.snapshots import Snapshots
 from lightning_asyncfl.state import Job, JobResult, ModelState
 
@@ -64,7 +64,9 @@ class ParallelExecutor(Executor):
     Args:
         workers: number of workers (jobs trained at once).
         num_threads: PyTorch intra-op threads per job (part of the result on the CPU);
-            null leaves torch's default.
+            ``auto`` (the default): the cores available to this process, in every worker
+            (the same bytes as the sequential executor's default; for speed on the CPU give
+            cores // workers); null leaves torch's default.
         devices: devices the workers train on, round-robin (``[cuda:0, cuda:1]``); ``auto``
             for every visible GPU; null for the client accelerator's default device.
 
@@ -72,12 +74,12 @@ class ParallelExecutor(Executor):
     it), and may write :meth:`_share`, :meth:`_reopen` and :meth:`_close`.
     """
 
-    def __init__(self, *, workers: int = 2, num_threads: int | None = 1, devices: Any = None) -> None:
+    def __init__(self, *, workers: int = 2, num_threads: int | str | None = "auto", devices: Any = None) -> None:
         with checking() as check:
             check(isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1, "workers", workers, "an integer >= 1")
-            check(num_threads is None or (isinstance(num_threads, int) and num_threads >= 1), "num_threads", num_threads, "null or an integer >= 1")
+            check(num_threads in (None, "auto") or (isinstance(num_threads, int) and not isinstance(num_threads, bool) and num_threads >= 1), "num_threads", num_threads, NUM_THREADS_ALLOWED)
             check_devices(devices)
-        self.workers, self.num_threads, self.devices = workers, num_threads, devices
+        self.workers, self.num_threads, self.devices = workers, resolve_num_threads(num_threads), devices
         self._cond = threading.Condition()
         self._queue: list[tuple[float, int]] = []  # (arrival time, job id) of jobs not yet started
         self._jobs: dict[int, tuple[Job, Mapping[str, Tensor] | None]] = {}  # submitted, not yet taken or cancelled

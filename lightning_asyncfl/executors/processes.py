@@ -7,6 +7,11 @@ once into a CPU shared-memory tensor and each job sends only its handle; a train
 comes back the same way. CUDA tensors never cross a queue (the original framework's
 memory leak): a worker on a GPU copies the CPU weights to its device itself.
 
+A worker re-imports what the run names: a script must start the run under
+``if __name__ == "__main__":`` and the model's class must be importable by the workers
+(a module on ``PYTHONPATH``, not a notebook cell or a function); start-up costs seconds
+per worker (each imports torch). :data:`IMPORT_HINT` says so when a worker cannot start.
+
 A worker that dies (killed, out of memory) fails the job it was training; the job is
 logged and counted as failed, a new worker is started, and the run goes on. Workers
 ignore Ctrl-C (the loop shuts them down) and exit by themselves if the loop's process
@@ -40,6 +45,15 @@ log = logging.getLogger(__name__)
 
 #: seconds a worker may take to import torch and build its trainer
 START_TIMEOUT = 300.0
+#: what a spawned worker needs from the script and modules that started the run
+IMPORT_HINT = (
+    "each worker is a new Python process (spawn) that imports the module defining the model, data and callbacks by name and "
+    "unpickles them: (1) a script must start the run under `if __name__ == \"__main__\":` (a worker re-imports the script, "
+    "and without the guard it would start the run again); (2) those classes must be importable by the workers: defined at "
+    "the top level of a module on PYTHONPATH (PYTHONPATH=. for ./mymodels.py), not inside a function, a notebook cell or "
+    "the script run as __main__ (Ray's executor=ray sends those by value); or use executor=threads or executor=sequential, "
+    "which need neither. Starting the workers costs seconds each (they import torch; summary.json: executor_start_time)"
+)
 
 
 def shared_copy(state: ModelState) -> ModelState:
@@ -126,7 +140,7 @@ class ProcessExecutor(ParallelExecutor):
             for every visible GPU, null for the client accelerator's default device.
     """
 
-    def __init__(self, *, workers: int = 2, num_threads: int | None = 1, devices: Any = None) -> None:
+    def __init__(self, *, workers: int = 2, num_threads: int | str | None = "auto", devices: Any = None) -> None:
         super().__init__(workers=workers, num_threads=num_threads, devices=devices)
         self._context = mp.get_context("spawn")
         self._make_trainer: TrainerFactory | None = None
@@ -147,8 +161,8 @@ class ProcessExecutor(ParallelExecutor):
             process.start()
         except (pickle.PicklingError, AttributeError, TypeError) as error:
             raise TypeError(
-                "executor=processes sends the trainer factory to its worker processes, so it must be "
-                f"picklable (a lightning_asyncfl.client.TrainerSpec); got {make_trainer!r}: {error}"
+                f"executor=processes could not send the model, data and trainer settings to a worker process ({type(error).__name__}: {error}); "
+                + IMPORT_HINT
             ) from error
         finally:
             child.close()
@@ -163,14 +177,14 @@ class ProcessExecutor(ParallelExecutor):
         name = handle.process.name
         while not handle.conn.poll(0.2):
             if not handle.process.is_alive():
-                raise RunFailed(f"worker process {name} exited with code {handle.process.exitcode} before it was ready")
+                raise RunFailed(f"worker process {name} exited with code {handle.process.exitcode} before it was ready (its error is printed above); {IMPORT_HINT}")
             if time.monotonic() > deadline:
                 raise RunFailed(f"worker process {name} was not ready after {START_TIMEOUT:.0f}s")
         try:
             message = handle.conn.recv()
         except (EOFError, OSError):  # it died (killed, out of memory) while starting
             handle.process.join(timeout=5)
-            raise RunFailed(f"worker process {name} exited with code {handle.process.exitcode} before it was ready") from None
+            raise RunFailed(f"worker process {name} exited with code {handle.process.exitcode} before it was ready (its error is printed above); {IMPORT_HINT}") from None
         if message[0] != "ready":
             raise RunFailed(f"worker process {name} could not build its trainer: {message[2]}")
         handle.pid = message[1]

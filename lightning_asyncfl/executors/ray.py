@@ -8,6 +8,12 @@ store once and reaches each actor once; the global weights are put once per vers
 every job of that version passes the same reference. An actor that dies fails the job it
 was training (logged, counted) and Ray restarts it.
 
+Classes of a module reach the actors by name: they must be importable on every node
+(``runtime_env: {working_dir: .}`` ships this directory; or ``PYTHONPATH`` on the nodes);
+classes of a notebook or of the script run as ``__main__`` travel by value (cloudpickle).
+A script starts the run under ``if __name__ == "__main__":``. Starting the actors costs
+seconds (each imports torch; ``executor_start_time`` in summary.json).
+
 Ray is an optional extra: ``pip install "lightning-asyncfl[ray]"``.
 """
 
@@ -23,7 +29,7 @@ from typing import Any
 from torch import Tensor
 
 from lightning_asyncfl.client import intra_op_threads
-from lightning_asyncfl.errors import ConfigError, checking
+from lightning_asyncfl.errors import ConfigError, RunFailed, checking
 from lightning_asyncfl.executors.base import TrainerFactory, WorkerLost
 from lightning_asyncfl.executors.pool import ParallelExecutor, remote_error
 from lightning_asyncfl.state import Job, JobResult, ModelState
@@ -86,7 +92,7 @@ class RayExecutor(ParallelExecutor):
         self,
         *,
         workers: int = 2,
-        num_threads: int | None = 1,
+        num_threads: int | str | None = "auto",
         address: str | None = None,
         num_cpus: float = 1,
         num_gpus: float = 0,
@@ -146,7 +152,17 @@ class RayExecutor(ParallelExecutor):
         ).remote(self._spec, self.num_threads)  # fmt: skip
 
     def _ready(self, handles: list[Any]) -> None:
-        self.actor_pids = self._ray.get([h.pid.remote() for h in handles])
+        try:
+            self.actor_pids = self._ray.get([h.pid.remote() for h in handles])
+        except Exception as error:  # an actor could not unpickle the trainer spec (a module it cannot import), ...
+            first = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            raise RunFailed(
+                f"Ray actors could not start ({type(error).__name__}: {first}); each actor unpickles the model, data and "
+                "callbacks: classes of a module travel by name and must be importable on every node (executor.runtime_env="
+                "{working_dir: .} ships this directory, {py_modules: [...]} given modules; or set PYTHONPATH on the nodes), "
+                "classes defined in a notebook or the script run as __main__ travel by value; a script must start the run under "
+                "`if __name__ == \"__main__\":`. Starting actors costs seconds each (summary.json: executor_start_time)"
+            ) from None
 
     def _share(self, base: ModelState) -> Any:
         return self._ray.put(base.to("cpu"))  # once per version; jobs pass the reference

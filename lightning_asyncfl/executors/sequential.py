@@ -7,8 +7,7 @@ from collections.abc import Mapping, Sequence
 from torch import Tensor
 
 from lightning_asyncfl.client import ClientTrainer, intra_op_threads
-from lightning_asyncfl.errors import require
-from lightning_asyncfl.executors.base import Executor, TrainerFactory
+from lightning_asyncfl.executors.base import Executor, TrainerFactory, resolve_num_threads
 from lightning_asyncfl.state import Job, JobResult, ModelState
 
 
@@ -17,12 +16,12 @@ class SequentialExecutor(Executor):
 
     Args:
         num_threads: PyTorch intra-op threads while a job trains (part of the result on
-            the CPU: summation order in the kernels depends on it); null leaves torch's default.
+            the CPU: summation order in the kernels depends on it); ``auto`` (the default):
+            the cores available to this process; null leaves torch's default.
     """
 
-    def __init__(self, *, num_threads: int | None = 1) -> None:
-        require(num_threads is None or (isinstance(num_threads, int) and num_threads >= 1), "num_threads", num_threads, "null or an integer >= 1")
-        self.num_threads = num_threads
+    def __init__(self, *, num_threads: int | str | None = "auto") -> None:
+        self.num_threads = resolve_num_threads(num_threads)
         self._trainer: ClientTrainer | None = None
         self._pending: dict[int, tuple[ModelState, Mapping[str, Tensor] | None]] = {}
         self._done: dict[int, JobResult | Exception] = {}

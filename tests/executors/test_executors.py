@@ -138,7 +138,7 @@ def test_bad_executor_settings_are_config_errors_naming_each_key(make_cfg):
 
     text = str(error.value)
     assert "executor.workers must be an integer >= 1, got 0" in text
-    assert "executor.num_threads must be null or an integer >= 1, got -1" in text
+    assert "executor.num_threads must be auto (the cores available), null (torch's default) or an integer >= 1, got -1" in text
     assert "executor.devices must be null, auto, or a non-empty list" in text
 
 
