@@ -3,7 +3,7 @@
 One prepared command with its own time limit, so that one short GPU session suffices:
 
     python benchmarks/gpu.py                      # on a CUDA GPU; stops by itself after --time-limit (540 s)
-    python benchmarks/gpu.py --smoke              # on the CPU, tiny: the script end to end in about a minute
+    python benchmarks/gpu.py --smoke              # on the CPU, tiny: the script end to end (a few minutes on 2 busy cores)
 
 The workload (``--smoke`` shrinks it): the MNIST-sized CNN workload of
 ``benchmarks/executors.py`` (60,000 synthetic 1x28x28 images written as real MNIST files,
@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny workload on the CPU: checks the script, measures nothing worth reporting")
     parser.add_argument("--time-limit", type=float, default=540.0, help="seconds for the whole script; cases still to run when it is spent are skipped")
-    parser.add_argument("--updates", type=int, default=None, help="client updates per case (640; smoke: 16)")
-    parser.add_argument("--concurrency", type=int, default=None, help="clients in flight and batched executor's max_batch (64; smoke: 8)")
+    parser.add_argument("--updates", type=int, default=None, help="client updates per case (640; smoke: 8)")
+    parser.add_argument("--concurrency", type=int, default=None, help="clients in flight and batched executor's max_batch (64; smoke: 4)")
     parser.add_argument("--accuracy-tolerance", type=float, default=0.01)
     args = parser.parse_args(argv)
     deadline = time.monotonic() + args.time_limit
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.smoke:
         accelerator, device = "cpu", "cpu (smoke)"
-        root = write_mnist_like(DATA_ROOT.with_name(DATA_ROOT.name + "_smoke"), n_train=1_000, n_test=200)
-        clients, updates, concurrency = 10, args.updates or 16, args.concurrency or 8
+        root = write_mnist_like(DATA_ROOT.with_name(DATA_ROOT.name + "_smoke"), n_train=400, n_test=100)
+        clients, updates, concurrency = 10, args.updates or 8, args.concurrency or 4
     else:
         if not torch.cuda.is_available():
             print("no CUDA GPU here: the GPU benchmark is skipped (python benchmarks/gpu.py --smoke checks it on the CPU)")

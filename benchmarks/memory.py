@@ -10,7 +10,10 @@ process:
   the idx files with numpy (the MNIST module's float32 normalised tensors) and split by
   the same Dirichlet partition; neither Lightning nor the framework's loop is imported;
 - ``executor=sequential`` and ``executor=processes executor.workers=2``:
-  ``python -m lightning_asyncfl`` with the overhead benchmark's overrides.
+  ``python -m lightning_asyncfl`` with the overhead benchmark's overrides;
+- two floors, for scale: a process that only imports torch, and one that imports torch
+  and ``lightning.pytorch`` (whose import brings torchmetrics, torchvision, scipy.signal
+  and matplotlib): what every worker process pays before it holds any data.
 
 This script samples, every 0.2 s, every process of the case's tree (the run and its
 worker processes) and keeps the peak of two sums: resident set size (RSS: a page shared
@@ -53,7 +56,7 @@ def images(name):
 def labels(name):
     return np.fromfile(root / name, dtype=np.uint8)[8:].astype(np.int64)
 def tensor(x):
-    return (torch.from_numpy(x).float().div_(255) - 0.1307) / 0.3081
+    return torch.from_numpy(x).float().div_(255).sub_(0.1307).div_(0.3081)  # in place, as the MNIST module
 x, test_x = tensor(images("train-images-idx3-ubyte")), tensor(images("t10k-images-idx3-ubyte"))
 y, test_y = torch.from_numpy(labels("train-labels-idx1-ubyte")), torch.from_numpy(labels("t10k-labels-idx1-ubyte"))
 parts = Dirichlet(beta=0.5)(y.numpy(), 100, seeding.stream(overhead.SEED, seeding.PARTITION))
@@ -64,7 +67,8 @@ torch.set_num_threads(1)
 overhead.handwritten(x, y, clients, initial, test_x, test_y, updates=updates, eval_threads=2)
 """
 
-CASES = {"hand": "hand-written PyTorch", "sequential": "lightning_asyncfl, executor=sequential", "processes": "lightning_asyncfl, executor=processes executor.workers=2"}
+IMPORTS = {"torch": "import torch", "lightning": "import torch, lightning.pytorch"}
+CASES = {"torch": "import torch (nothing else)", "lightning": "import torch, lightning.pytorch (nothing else)", "hand": "hand-written PyTorch", "sequential": "lightning_asyncfl, executor=sequential", "processes": "lightning_asyncfl, executor=processes executor.workers=2"}
 
 
 def _children() -> dict[int, list[int]]:
@@ -141,13 +145,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases:
             print(f"{CASES[case]} ...", file=sys.stderr, flush=True)
-            if case == "hand":
+            if case in IMPORTS:  # the floors: what importing alone costs one process
+                command = [sys.executable, "-c", f"{IMPORTS[case]}; import time; time.sleep(1)"]
+            elif case == "hand":
                 command = [sys.executable, "-c", HAND, str(HERE), str(root), str(args.updates)]
             else:
                 extra = ["executor=sequential"] if case == "sequential" else ["executor=processes", "executor.workers=2"]
                 command = [sys.executable, "-m", "lightning_asyncfl", *overhead.overrides(root, args.updates), *extra, "checkpoint.enabled=false", f"output_dir={tmp}/{case}"]
             rows.append({"case": case, "loop": CASES[case], **peak_of_tree(command)})
-    hand = next((r for r in rows if r["case"] == "hand"), rows[0])
+    hand = next((r for r in rows if r["case"] == "hand"), rows[0])  # the ratios' denominator
     print(f"\n{args.updates} client updates; peaks over the process tree, sampled every 0.2 s\n")
     print(f"| loop | processes | peak RSS MiB (sum) | ratio to {hand['loop']} | peak PSS MiB (sum) | ratio |")
     print("|---|---:|---:|---:|---:|---:|")

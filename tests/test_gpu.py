@@ -60,7 +60,7 @@ def test_the_gpu_benchmark_runs_end_to_end_on_the_cpu_with_smoke():
 
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(
-        [sys.executable, "benchmarks/gpu.py", "--smoke", "--time-limit", "500"], cwd=root, capture_output=True, text=True, timeout=600
+        [sys.executable, "benchmarks/gpu.py", "--smoke", "--time-limit", "840"], cwd=root, capture_output=True, text=True, timeout=900
     )
 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -68,7 +68,7 @@ def test_the_gpu_benchmark_runs_end_to_end_on_the_cpu_with_smoke():
     assert [(r["executor"], r["precision"]) for r in rows] == [
         ("sequential", "32-true"), ("threads", "32-true"), ("batched", "32-true"), ("sequential", "bf16-mixed"), ("threads", "bf16-mixed"),
     ]  # fmt: skip
-    assert all(r["status"] == "ok" and r["client_updates"] == 16 for r in rows)
+    assert all(r["status"] == "ok" and r["client_updates"] == 8 for r in rows)
     by_case = {(r["executor"], r["precision"]): r for r in rows}
     assert by_case[("sequential", "32-true")]["speedup"] == 1.0
     assert by_case[("threads", "32-true")]["max_weight_difference"] == 0.0  # on the CPU, threads give the sequential bytes

@@ -6,7 +6,9 @@
   ``client,num_samples,class_0,...,class_{C-1}`` (C = the data module's ``num_classes``);
 - ``partition.png``: a heat map of samples per client (rows) and class (columns), with a
   colour bar, beside a bar chart of each client's total; readable from a handful of
-  clients to a thousand (row labels are thinned, the figure's height is capped).
+  clients to a thousand (row labels are thinned, the figure's height is capped); above
+  :data:`MAX_ROWS` clients it draws an even sample of them by id and says so (a million
+  clients: 1,000 rows, the CSV still holds every client).
 """
 
 from __future__ import annotations
