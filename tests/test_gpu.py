@@ -48,3 +48,29 @@ def test_batched_clients_on_cuda_match_the_per_client_cuda_run_closely(make_cfg)
     b = torch.load(f"{batched['output_dir']}/final_model.pt", weights_only=True)
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_the_gpu_benchmark_runs_end_to_end_on_the_cpu_with_smoke():
+    # the one prepared GPU command, shrunk to the CPU: every case runs, the table and the results are written
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "benchmarks/gpu.py", "--smoke", "--time-limit", "840"], cwd=root, capture_output=True, text=True, timeout=900
+    )
+
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = json.loads((root / "benchmarks" / "results" / "gpu_smoke.json").read_text())["rows"]
+    assert [(r["executor"], r["precision"]) for r in rows] == [
+        ("sequential", "32-true"), ("threads", "32-true"), ("batched", "32-true"), ("sequential", "bf16-mixed"), ("threads", "bf16-mixed"),
+    ]  # fmt: skip
+    assert all(r["status"] == "ok" and r["client_updates"] == 8 for r in rows)
+    by_case = {(r["executor"], r["precision"]): r for r in rows}
+    assert by_case[("sequential", "32-true")]["speedup"] == 1.0
+    assert by_case[("threads", "32-true")]["max_weight_difference"] == 0.0  # on the CPU, threads give the sequential bytes
+    assert by_case[("batched", "32-true")]["within_tolerance"]
+    assert "| batched | 32-true | ok |" in done.stdout

@@ -105,7 +105,8 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
     """One shared training set partitioned into ``num_clients`` index lists, plus a test set.
 
     After :meth:`setup`: ``train_dataset``, ``test_dataset``, ``train_targets`` (int64
-    labels of the training set), ``client_indices`` (one int64 tensor per client) and
+    labels of the training set), ``client_indices`` (one int64 tensor per client, a
+    sequence of views into one flat tensor unless a validation or client test split is drawn) and
     ``num_samples`` (one count per client); with a validation split
     (:meth:`hold_out_validation`), ``val_indices`` (int64, into the training set, no
     client's) and ``val_dataset``; with per-client test data, ``client_test_source``
@@ -228,7 +229,12 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
         self._kept = keep
         n = len(keep)
         require(self.num_clients <= n, "num_clients", self.num_clients, f"<= the number of training samples ({n})")
+        fraction = float(getattr(self.partition, "client_test_fraction", 0.0))
         try:
+            if val is None and fraction == 0 and self._packs():
+                self._set_packed(*self.partition.packed(targets, self.num_clients, seeding.stream(self.seed, seeding.PARTITION), groups))
+                self.train_targets, self.test_dataset, self.train_dataset = targets, test, train
+                return
             parts = self.split_clients(targets, groups)
         except (InvalidValue, InvalidValues) as error:  # the partition's own keys live under `partition.`
             raise ConfigError([str(p.under("partition")) for p in getattr(error, "problems", [error])]) from error
@@ -236,7 +242,6 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
             held = np.zeros(len(train), dtype=bool)
             held[val] = True
             parts = [np.asarray(p, dtype=np.int64)[~held[np.asarray(p, dtype=np.int64)]] for p in parts]
-        fraction = float(getattr(self.partition, "client_test_fraction", 0.0))
         if fraction > 0:
             if self.client_test_indices is not None:
                 raise ConfigError([
@@ -254,6 +259,17 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
             self.val_dataset = _subset(train, val)
         self.test_dataset = test
         self.train_dataset = train
+
+    def _packs(self) -> bool:
+        """Whether the clients' lists may come packed from the partition (a subclass's own ``split_clients`` wins)."""
+        return type(self).split_clients is FederatedDataModule.split_clients and hasattr(self.partition, "packed")
+
+    def _set_packed(self, flat: np.ndarray, offsets: np.ndarray) -> None:
+        """``client_indices`` as slices of one flat tensor: no Python object per client (a million clients)."""
+        from lightning_asyncfl.client import PackedIndices
+
+        self.client_indices = PackedIndices(torch.from_numpy(flat), torch.from_numpy(offsets))
+        self.num_samples = np.diff(offsets).tolist()
 
     def split_clients(self, targets: np.ndarray, groups: np.ndarray | None) -> list[np.ndarray]:
         """The clients' index lists into the training set: the partition on the run's partition stream.

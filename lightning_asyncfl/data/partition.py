@@ -86,9 +86,62 @@ class Partition(abc.ABC):
             groups = np.asarray(groups)
             if groups.shape != targets.shape:
                 raise ValueError(f"groups must have the shape of targets {targets.shape}, got {groups.shape}")
-        parts = [np.sort(np.asarray(p, dtype=np.int64)) for p in self._split(targets, num_clients, rng, groups)]
-        self._check(parts, num_clients, n)
-        return parts
+        flat, offsets = self.packed(targets, num_clients, rng, groups)
+        return np.split(flat, offsets[1:-1])
+
+    def packed(
+        self,
+        targets: np.ndarray,
+        num_clients: int,
+        rng: np.random.Generator,
+        groups: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The split of :meth:`__call__`, packed: client ``k`` holds ``flat[offsets[k]:offsets[k + 1]]``.
+
+        The same draws and the same clients as ``__call__``, without one array per client:
+        with a million clients, the packed form is two arrays, made by whole-array numpy
+        operations (``flat`` int64, sorted within each client; ``offsets`` int64, length
+        ``num_clients + 1``).
+        """
+        targets = np.asarray(targets)
+        if targets.ndim != 1:
+            raise ValueError(f"targets must be one-dimensional, got shape {targets.shape}")
+        n = len(targets)
+        require(isinstance(num_clients, Integral) and num_clients >= 1, "num_clients", num_clients, "an integer >= 1")
+        num_clients = int(num_clients)
+        require(num_clients <= n, "num_clients", num_clients, f"<= the number of training samples ({n})")
+        if groups is not None:
+            groups = np.asarray(groups)
+            if groups.shape != targets.shape:
+                raise ValueError(f"groups must have the shape of targets {targets.shape}, got {groups.shape}")
+        indices, sizes = self._split_packed(targets, num_clients, rng, groups)
+        indices, sizes = np.asarray(indices, dtype=np.int64), np.asarray(sizes, dtype=np.int64)
+        if len(sizes) != num_clients:
+            raise RuntimeError(f"{self!r} returned {len(sizes)} parts for {num_clients} clients")
+        owner = np.repeat(np.arange(num_clients, dtype=np.int64), sizes)
+        flat = indices[np.lexsort((indices, owner))]  # grouped by client, sorted within each
+        offsets = np.zeros(num_clients + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        self._check_flat(flat, n)
+        return flat, offsets
+
+    def _split_packed(
+        self,
+        targets: np.ndarray,
+        num_clients: int,
+        rng: np.random.Generator,
+        groups: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The split as ``(indices, sizes)``: the first ``sizes[0]`` indices are client 0's, and so on.
+
+        By default packs :meth:`_split`'s arrays; a partition that can draw its split with
+        whole-array operations writes this instead (IID, Dirichlet).
+        """
+        parts = [np.asarray(p, dtype=np.int64).reshape(-1) for p in self._split(targets, num_clients, rng, groups)]
+        if len(parts) != num_clients:
+            raise RuntimeError(f"{self!r} returned {len(parts)} parts for {num_clients} clients")
+        sizes = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
+        return (np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)), sizes
 
     @abc.abstractmethod
     def _split(
@@ -103,7 +156,9 @@ class Partition(abc.ABC):
     def _check(self, parts: list[np.ndarray], num_clients: int, n: int) -> None:
         if len(parts) != num_clients:
             raise RuntimeError(f"{self!r} returned {len(parts)} parts for {num_clients} clients")
-        everything = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        self._check_flat(np.concatenate(parts) if parts else np.empty(0, dtype=np.int64), n)
+
+    def _check_flat(self, everything: np.ndarray, n: int) -> None:
         if everything.size and (everything.min() < 0 or everything.max() >= n):
             raise RuntimeError(f"{self!r} returned indices outside [0, {n})")
         if np.bincount(everything, minlength=n).max(initial=0) > 1:
@@ -120,6 +175,12 @@ class IID(Partition):
 
     def _split(self, targets, num_clients, rng, groups):
         return np.array_split(rng.permutation(len(targets)), num_clients)
+
+    def _split_packed(self, targets, num_clients, rng, groups):
+        n = len(targets)  # np.array_split's sizes: the first n % num_clients parts hold one more
+        sizes = np.full(num_clients, n // num_clients, dtype=np.int64)
+        sizes[: n % num_clients] += 1
+        return rng.permutation(n), sizes
 
 
 class Dirichlet(Partition):
@@ -146,6 +207,10 @@ class Dirichlet(Partition):
         self.max_tries = int(max_tries)
 
     def _split(self, targets, num_clients, rng, groups):
+        indices, sizes = self._split_packed(targets, num_clients, rng, groups)
+        return np.split(indices, np.cumsum(sizes)[:-1])
+
+    def _split_packed(self, targets, num_clients, rng, groups):
         n = len(targets)
         if num_clients * self.min_samples > n:
             most = n // self.min_samples if self.min_samples else n
@@ -158,16 +223,16 @@ class Dirichlet(Partition):
         by_class = [np.flatnonzero(targets == c) for c in np.unique(targets)]
         best = -1
         for _ in range(self.max_tries):
-            parts = self._draw(by_class, num_clients, rng)
-            smallest = min(len(p) for p in parts)
+            indices, sizes = self._draw(by_class, num_clients, rng)
+            smallest = int(sizes.min())
             if smallest >= self.min_samples:
-                return parts
+                return indices, sizes
             best = max(best, smallest)
         raise InvalidValue("min_samples", self.min_samples, self._advice(by_class, n, num_clients, best, rng))
 
     def _reaches(self, by_class: list[np.ndarray], num_clients: int, beta: float, rng: np.random.Generator, tries: int = 20) -> bool:
         probe = Dirichlet(beta=beta, min_samples=self.min_samples)
-        return any(min(len(p) for p in probe._draw(by_class, num_clients, rng)) >= self.min_samples for _ in range(tries))
+        return any(int(probe._draw(by_class, num_clients, rng)[1].min()) >= self.min_samples for _ in range(tries))
 
     def _advice(self, by_class: list[np.ndarray], n: int, num_clients: int, best: int, rng: np.random.Generator) -> str:
         """What to change, with numbers that a few more draws confirmed where they could."""
@@ -187,16 +252,27 @@ class Dirichlet(Partition):
             f"{self.min_samples} samples ({n} samples, {n / num_clients:g} per client on average); " + ", ".join(options[:-1]) + ", or " + options[-1]
         )
 
-    def _draw(self, by_class: list[np.ndarray], num_clients: int, rng: np.random.Generator) -> list[np.ndarray]:
-        pieces: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+    def _draw(self, by_class: list[np.ndarray], num_clients: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One draw as ``(indices, sizes)``, indices grouped by client (class by class within a client).
+
+        Per class: shuffle its samples, draw p ~ Dir(β) over the clients and cut the
+        shuffled samples at the rounded cumulative shares (rounded, not floored: no client
+        collects the rounding remainders); the piece between cuts k-1 and k is client k's.
+        Whole-array operations only: no Python object per client.
+        """
+        shuffled, owners = [], []
+        clients = np.arange(num_clients, dtype=np.int64)
         for idx in by_class:
             idx = rng.permutation(idx)
             p = rng.dirichlet(np.full(num_clients, self.beta))
-            # round the cumulative shares (not floor): no client collects the rounding remainders
-            cuts = np.rint(np.cumsum(p) * len(idx)).astype(np.int64)[:-1]
-            for k, piece in enumerate(np.split(idx, cuts)):
-                pieces[k].append(piece)
-        return [np.concatenate(ps) for ps in pieces]
+            bounds = np.empty(num_clients + 1, dtype=np.int64)
+            bounds[0], bounds[-1] = 0, len(idx)
+            bounds[1:-1] = np.rint(np.cumsum(p) * len(idx)).astype(np.int64)[:-1]
+            shuffled.append(idx)
+            owners.append(np.repeat(clients, np.diff(bounds)))
+        owner = np.concatenate(owners)
+        order = np.argsort(owner, kind="stable")  # by client, each client's pieces in class order
+        return np.concatenate(shuffled)[order], np.bincount(owner, minlength=num_clients).astype(np.int64)
 
 
 class Shards(Partition):

@@ -76,7 +76,7 @@ def test_digits_clients_cover_the_training_set():
     dm = digits(partition=Shards(shards_per_client=2))
 
     assert len(dm.client_indices) == 10 and all(p.dtype == torch.int64 for p in dm.client_indices)
-    assert torch.equal(torch.sort(torch.cat(dm.client_indices)).values, torch.arange(len(dm.train_dataset)))
+    assert torch.equal(torch.sort(torch.cat(list(dm.client_indices))).values, torch.arange(len(dm.train_dataset)))
     assert dm.num_samples == [len(p) for p in dm.client_indices]
     assert sum(dm.num_samples) == len(dm.train_dataset)
 

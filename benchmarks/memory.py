@@ -1,0 +1,167 @@
+"""Memory benchmark: peak memory of the W1-like overhead workload, framework against a hand-written loop.
+
+The workload of ``benchmarks/overhead.py`` (60,000 synthetic 1x28x28 images written as
+real MNIST files, 100 clients, Dirichlet 0.5, McMahan's CNN, FedAsync with 10 clients in
+flight, the 10,000 test images evaluated at the start and the end), ``--updates`` client
+updates (40: memory reaches its plateau within the first updates). Each case is a fresh
+process:
+
+- ``hand-written``: the hand-written loop of ``overhead.py`` on the same data, read from
+  the idx files with numpy (the MNIST module's float32 normalised tensors) and split by
+  the same Dirichlet partition; neither Lightning nor the framework's loop is imported;
+- ``executor=sequential`` and ``executor=processes executor.workers=2``:
+  ``python -m lightning_asyncfl`` with the overhead benchmark's overrides;
+- two floors, for scale: a process that only imports torch, and one that imports torch
+  and ``lightning.pytorch`` (whose import brings torchmetrics, torchvision, scipy.signal
+  and matplotlib): what every worker process pays before it holds any data.
+
+This script samples, every 0.2 s, every process of the case's tree (the run and its
+worker processes) and keeps the peak of two sums: resident set size (RSS: a page shared
+by several processes counts once in each) and proportional set size (PSS: a shared page
+counts once in all, split between its holders; what the machine actually spends).
+Reported as ratios to the hand-written loop, measured in one run.
+
+    python benchmarks/memory.py
+    python benchmarks/memory.py --updates 20 --cases hand sequential
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import ROOT, save, write_mnist_like  # noqa: E402
+
+HAND = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np, torch
+from pathlib import Path
+import overhead
+from lightning_asyncfl import seeding
+from lightning_asyncfl.data.partition import Dirichlet  # numpy only: no torch, no Lightning
+
+root, updates = Path(sys.argv[2]) / "MNIST" / "raw", int(sys.argv[3])
+def images(name):
+    raw = np.fromfile(root / name, dtype=np.uint8)
+    return raw[16:].reshape(-1, 1, 28, 28)
+def labels(name):
+    return np.fromfile(root / name, dtype=np.uint8)[8:].astype(np.int64)
+def tensor(x):
+    return torch.from_numpy(x).float().div_(255).sub_(0.1307).div_(0.3081)  # in place, as the MNIST module
+x, test_x = tensor(images("train-images-idx3-ubyte")), tensor(images("t10k-images-idx3-ubyte"))
+y, test_y = torch.from_numpy(labels("train-labels-idx1-ubyte")), torch.from_numpy(labels("t10k-labels-idx1-ubyte"))
+parts = Dirichlet(beta=0.5)(y.numpy(), 100, seeding.stream(overhead.SEED, seeding.PARTITION))
+clients = [torch.from_numpy(p) for p in parts]
+torch.manual_seed(0)
+initial = overhead.plain_cnn().state_dict()
+torch.set_num_threads(1)
+overhead.handwritten(x, y, clients, initial, test_x, test_y, updates=updates, eval_threads=2)
+"""
+
+IMPORTS = {"torch": "import torch", "lightning": "import torch, lightning.pytorch"}
+CASES = {"torch": "import torch (nothing else)", "lightning": "import torch, lightning.pytorch (nothing else)", "hand": "hand-written PyTorch", "sequential": "lightning_asyncfl, executor=sequential", "processes": "lightning_asyncfl, executor=processes executor.workers=2"}
+
+
+def _children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(entry))
+    return children
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and every process under it."""
+    children, out, todo = _children(), [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def rss_pss_kib(pid: int) -> tuple[int, int]:
+    """Resident and proportional set size of one process, KiB (0, 0 once it is gone)."""
+    rss = pss = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, pss
+
+
+def peak_of_tree(command: list[str], every: float = 0.2) -> dict:
+    """Run ``command``; the peak, over time, of RSS and of PSS summed over its process tree (MiB)."""
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = {"rss": 0, "pss": 0, "processes": 1}
+
+    def sample() -> None:
+        pids, found = [process.pid], 0.0
+        while process.poll() is None:
+            if time.monotonic() - found > 1.0:
+                pids, found = tree(process.pid), time.monotonic()
+            sizes = [rss_pss_kib(p) for p in pids]
+            peak["rss"] = max(peak["rss"], sum(s[0] for s in sizes))
+            peak["pss"] = max(peak["pss"], sum(s[1] for s in sizes))
+            peak["processes"] = max(peak["processes"], sum(1 for s in sizes if s[0]))
+            time.sleep(every)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output, _ = process.communicate()
+    sampler.join()
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{output[-3000:]}")
+    return {"peak_rss_mib": peak["rss"] / 1024, "peak_pss_mib": peak["pss"] / 1024, "processes": peak["processes"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--updates", type=int, default=40)
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    args = parser.parse_args()
+
+    import overhead
+
+    root = write_mnist_like()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in args.cases:
+            print(f"{CASES[case]} ...", file=sys.stderr, flush=True)
+            if case in IMPORTS:  # the floors: what importing alone costs one process
+                command = [sys.executable, "-c", f"{IMPORTS[case]}; import time; time.sleep(1)"]
+            elif case == "hand":
+                command = [sys.executable, "-c", HAND, str(HERE), str(root), str(args.updates)]
+            else:
+                extra = ["executor=sequential"] if case == "sequential" else ["executor=processes", "executor.workers=2"]
+                command = [sys.executable, "-m", "lightning_asyncfl", *overhead.overrides(root, args.updates), *extra, "checkpoint.enabled=false", f"output_dir={tmp}/{case}"]
+            rows.append({"case": case, "loop": CASES[case], **peak_of_tree(command)})
+    hand = next((r for r in rows if r["case"] == "hand"), rows[0])  # the ratios' denominator
+    print(f"\n{args.updates} client updates; peaks over the process tree, sampled every 0.2 s\n")
+    print(f"| loop | processes | peak RSS MiB (sum) | ratio to {hand['loop']} | peak PSS MiB (sum) | ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        r["rss_ratio"], r["pss_ratio"] = r["peak_rss_mib"] / hand["peak_rss_mib"], r["peak_pss_mib"] / hand["peak_pss_mib"]
+        print(f"| {r['loop']} | {r['processes']} | {r['peak_rss_mib']:.0f} | {r['rss_ratio']:.2f}x | {r['peak_pss_mib']:.0f} | {r['pss_ratio']:.2f}x |")
+    print(f"\nwritten {save('memory', {'updates': args.updates, 'rows': rows})}")
+
+
+if __name__ == "__main__":
+    main()
