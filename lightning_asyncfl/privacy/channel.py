@@ -97,7 +97,12 @@ class UploadChannel(Callback):
 
     def setup(self, context: SetupContext, aggregator: AsyncAggregator | None = None) -> None:
         """Check that the options compose with ``aggregator``; take the run's seed."""
-        from lightning_asyncfl.aggregators.fedbuff import FedBuff
+        from lightning_asyncfl.aggregators import FedAsync, FedAvg, FedBuff, FedOpt, Scaffold
+
+        #: aggregators linear in each delta with the coefficients of :func:`coefficient` (FedOpt's
+        #: optimizers post-process the noised mean); the others weigh a delta by its own value
+        #: (AsyncFedED), reuse it in later versions (CA2FL's cache) or add unclipped tensors (SCAFFOLD)
+        central_ok = (FedAsync, FedAvg, FedBuff, FedOpt)
 
         self.seed = context.seed
         if aggregator is None:
@@ -107,8 +112,11 @@ class UploadChannel(Callback):
         linear = getattr(aggregator, "rule", "mean") == "mean" and getattr(aggregator, "clip_norm", None) is None
         with checking() as check:
             if self.dp is not None and self.dp.mode == "central":
-                check(linear, "dp.mode", "central", f"local with {name} and rule={getattr(aggregator, 'rule', None)!r}: "
-                      "central noise is calibrated to a linear combination of the deltas (rule=mean, clip_norm=null)")
+                check(linear and isinstance(aggregator, central_ok), "dp.mode", "central",
+                      f"local with {name} (rule={getattr(aggregator, 'rule', None)!r}): central noise is calibrated to a linear "
+                      "combination of the deltas: FedAsync, FedBuff, FedAvg or a FedOpt (fedavgm, fedadam, ...) with rule=mean, clip_norm=null")
+            if self.dp is not None:
+                check(not isinstance(aggregator, Scaffold), "dp", repr(self.dp), f"used without SCAFFOLD (its control variates are neither clipped nor noised), got {name}")
             if self.secagg is not None:
                 ok = isinstance(aggregator, FedBuff) and linear and aggregator.buffer_size >= 2
                 check(ok, "secagg", repr(self.secagg), f"used with a FedBuff aggregator with rule=mean, clip_norm=null and buffer_size >= 2 "
