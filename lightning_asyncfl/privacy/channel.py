@@ -252,6 +252,7 @@ class UploadChannel(Callback):
                 "delta": self.dp.delta, "epsilon": eps if math.isfinite(eps) else None, "target_epsilon": self.dp.target_epsilon,
                 "max_releases_per_client": self.accountant.max_releases, "max_received_norm": self.max_norm,
                 "accountant": "opacus.accountants.RDPAccountant, sample_rate=1, user-level zero-out adjacency",
+                "epsilon_by_version": [[v, e if math.isfinite(e) else None] for v, e in self.epsilons],
             }  # fmt: skip
         if self.secagg is not None:
             out["secagg"] = {"ring_bits": self.secagg.ring_bits, "fractional_bits": self.secagg.fractional_bits,
