@@ -641,7 +641,6 @@ def execute(cfg: DictConfig, given: Mapping[str, Any] | None = None) -> Finished
         callbacks.append(ProgressBar())
     callbacks += parts["callbacks"]
     channel = parts["channel"]
-    callbacks.append(channel)  # its state (error-feedback residuals, the privacy accountant) is checkpointed with the run
     figures = RunFigures(
         out, title=run_title(cfg, parts["aggregator"], data),
         participation_order=str((cfg.get("figures") or {}).get("participation_order", "id")),
@@ -649,6 +648,7 @@ def execute(cfg: DictConfig, given: Mapping[str, Any] | None = None) -> Finished
     callbacks.append(figures)  # on_run_end: written before the loggers send them and close
     if cfg.get("logger"):  # TensorBoard, W&B, MLflow, ... (conf/logger/); their files go into the run directory
         callbacks.append(LoggerCallback(build_loggers(cfg.logger, out), hparams=_plain(cfg), figures=lambda: figures.written))
+    callbacks.append(channel)  # last (older checkpoints keep their callbacks' keys); its residuals and accountant are checkpointed
     checkpointer = None
     checkpoint = cfg.get("checkpoint") or {}
     continuation = list(resume.get("continuation", [])) if resume is not None else []  # resumes that changed the bytes

@@ -97,7 +97,12 @@ class UploadChannel(Callback):
 
     def setup(self, context: SetupContext, aggregator: AsyncAggregator | None = None) -> None:
         """Check that the options compose with ``aggregator``; take the run's seed."""
-        from lightning_asyncfl.aggregators.fedbuff import FedBuff
+        from lightning_asyncfl.aggregators import FedAsync, FedAvg, FedBuff, FedOpt, Scaffold
+
+        #: aggregators linear in each delta with the coefficients of :func:`coefficient` (FedOpt's
+        #: optimizers post-process the noised mean); the others weigh a delta by its own value
+        #: (AsyncFedED), reuse it in later versions (CA2FL's cache) or add unclipped tensors (SCAFFOLD)
+        central_ok = (FedAsync, FedAvg, FedBuff, FedOpt)
 
         self.seed = context.seed
         if aggregator is None:
@@ -108,8 +113,11 @@ class UploadChannel(Callback):
         linear = reducer is None or reducer.is_plain_mean  # a plain (weighted) mean: noise and masks stay calibrated
         with checking() as check:
             if self.dp is not None and self.dp.mode == "central":
-                check(linear, "dp.mode", "central", f"local with {name} and reducer={reducer!r}: "
-                      "central noise is calibrated to a linear combination of the deltas (reducer=mean)")
+                check(linear and isinstance(aggregator, central_ok), "dp.mode", "central",
+                      f"local with {name} (reducer={reducer!r}): central noise is calibrated to a linear "
+                      "combination of the deltas: FedAsync, FedBuff, FedAvg or a FedOpt (fedavgm, fedadam, ...) with reducer=mean")
+            if self.dp is not None:
+                check(not isinstance(aggregator, Scaffold), "dp", repr(self.dp), f"used without SCAFFOLD (its control variates are neither clipped nor noised), got {name}")
             if self.secagg is not None:
                 ok = isinstance(aggregator, FedBuff) and linear and aggregator.buffer_size >= 2
                 check(ok, "secagg", repr(self.secagg), f"used with a FedBuff aggregator with reducer=mean and buffer_size >= 2 "
@@ -245,6 +253,7 @@ class UploadChannel(Callback):
                 "delta": self.dp.delta, "epsilon": eps if math.isfinite(eps) else None, "target_epsilon": self.dp.target_epsilon,
                 "max_releases_per_client": self.accountant.max_releases, "max_received_norm": self.max_norm,
                 "accountant": "opacus.accountants.RDPAccountant, sample_rate=1, user-level zero-out adjacency",
+                "epsilon_by_version": [[v, e if math.isfinite(e) else None] for v, e in self.epsilons],
             }  # fmt: skip
         if self.secagg is not None:
             out["secagg"] = {"ring_bits": self.secagg.ring_bits, "fractional_bits": self.secagg.fractional_bits,

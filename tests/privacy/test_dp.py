@@ -6,7 +6,7 @@ import pytest
 import torch
 from opacus.accountants import RDPAccountant
 
-from lightning_asyncfl.aggregators import FedAvg, FedBuff
+from lightning_asyncfl.aggregators import CA2FL, AsyncFedED, FedAdam, FedAvg, FedBuff, Scaffold
 from lightning_asyncfl.context import SetupContext
 from lightning_asyncfl.errors import InvalidValues
 from lightning_asyncfl.privacy import UploadChannel, UserLevelAccountant, UserLevelDP, clip_to_norm, rdp_epsilon
@@ -141,3 +141,22 @@ def test_bad_settings_are_all_reported():
         assert part in text
     with pytest.raises(ValueError, match="clip_norm must be a finite number > 0 when noise_multiplier > 0"):
         UserLevelDP(clip_norm=None, noise_multiplier=1.0)
+
+
+@pytest.mark.parametrize("aggregator", [FedAvg(), FedAdam(), FedBuff(buffer_size=3)])
+def test_central_dp_accepts_linear_aggregators(aggregator):
+    UploadChannel(dp=UserLevelDP(mode="central")).setup(SetupContext.of([10] * 3, 0), aggregator)
+
+
+@pytest.mark.parametrize(
+    ("aggregator", "mode", "message"),
+    [
+        (AsyncFedED(), "central", "dp.mode must be local with AsyncFedED"),
+        (CA2FL(), "central", "dp.mode must be local with CA2FL"),
+        (FedBuff(buffer_size=4, rule="median"), "central", "dp.mode must be local with FedBuff"),
+        (Scaffold(), "local", "dp must be used without SCAFFOLD"),
+    ],
+)
+def test_dp_refuses_aggregators_it_cannot_calibrate(aggregator, mode, message):
+    with pytest.raises(ValueError, match=message):
+        UploadChannel(dp=UserLevelDP(mode=mode)).setup(SetupContext.of([10] * 4, 0), aggregator)

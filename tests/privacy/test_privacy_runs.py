@@ -80,6 +80,8 @@ def test_reported_epsilon_is_opacus_on_the_buffers_of_updates_csv(make_cfg, tmp_
     with open(tmp_path / "run" / "metrics.csv", newline="") as f:
         eps = [float(r["epsilon"]) for r in csv.DictReader(f)]
     assert eps[0] == 0.0 and eps[-1] == summary["privacy"]["dp"]["epsilon"] and eps == sorted(eps)
+    by_version = summary["privacy"]["dp"]["epsilon_by_version"]
+    assert [v for v, _ in by_version] == list(range(1, summary["steps"] + 1)) and by_version[-1][1] == eps[-1]
 
 
 def test_a_target_epsilon_stops_the_run_within_budget(make_cfg):
