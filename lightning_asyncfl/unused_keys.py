@@ -57,6 +57,8 @@ def unused_key_warnings(cfg: DictConfig, components: dict[str, Any], given: Iter
             continue
         for key, why in unused().items():
             full = f"{node}.{key}"
+            if OmegaConf.select(cfg, full, default=inspect.Parameter.empty) is inspect.Parameter.empty and full not in given:
+                continue  # not in the config at all: the constructor's default, nothing was set
             value = OmegaConf.select(cfg, full, default=None)
             default = _default(component, key)
             if full in given or (default is not inspect.Parameter.empty and value != default):

@@ -27,6 +27,7 @@ def _warnings(*overrides: str, given: tuple[str, ...] = ()) -> list[str]:
         (["server.aggregator.b=2"], (), ["server.aggregator.b=2 has no effect: staleness=polynomial uses only a; b acts only under staleness=hinge (FedAsync)"]),
         (["server.aggregator.b=2", "server.aggregator.staleness=hinge"], (), []),
         ([], (), []),  # the preset's b equals FedAsync's default: nothing was set
+        (["server=fedadam"], (), []),  # a and b are not in the preset at all: nothing was set
         (["server.aggregator.b=4"], ("server.aggregator.b",), ["server.aggregator.b=4 has no effect"]),  # given on the command line
         (["server.aggregator.staleness=constant", "server.aggregator.a=2"], (), ["server.aggregator.a=2 has no effect: staleness=constant uses neither a nor b"]),
         # the deprecated flat robust keys (a reducer holds only the options it uses, so it has no such keys)
