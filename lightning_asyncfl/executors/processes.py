@@ -161,7 +161,8 @@ class ProcessExecutor(ParallelExecutor):
             process.start()
         except (pickle.PicklingError, AttributeError, TypeError) as error:
             raise TypeError(
-                f"executor=processes could not send the model, data and trainer settings to a worker process ({type(error).__name__}: {error}); "
+                "executor=processes sends the model, data and trainer settings to its worker processes, so they must be picklable "
+                f"({type(error).__name__}: {error}); "
                 + IMPORT_HINT
             ) from error
         finally:

@@ -10,6 +10,9 @@ from lightning_asyncfl.executors import SequentialExecutor, ThreadExecutor
 from lightning_asyncfl.executors import base
 from lightning_asyncfl.run import compose, run
 
+#: the default, over the tests' one thread (tests/conftest.py SMALL)
+AUTO = "executor.num_threads=auto"
+
 
 def test_auto_is_the_cores_available_to_this_process():
     # Execute / Assert
@@ -24,7 +27,7 @@ def test_a_run_records_the_number_in_its_summary_and_its_checkpoints(make_cfg, m
     monkeypatch.setattr(base, "available_cores", lambda: 3)
 
     # Execute
-    summary = run(make_cfg("checkpoint.every_n_steps=6"))
+    summary = run(make_cfg("checkpoint.every_n_steps=6", AUTO))
 
     # Assert
     assert summary["intra_op_threads"] == 3
@@ -35,8 +38,8 @@ def test_a_run_records_the_number_in_its_summary_and_its_checkpoints(make_cfg, m
 def test_a_resumed_auto_run_keeps_the_checkpoints_number_on_a_machine_with_other_cores(make_cfg, tmp_path, monkeypatch):
     # Prepare: the first part and an uninterrupted reference on "2 cores"
     monkeypatch.setattr(base, "available_cores", lambda: 2)
-    reference = run(make_cfg("server.max_steps=18", name="reference"))
-    run(make_cfg("checkpoint.every_n_steps=6"))
+    reference = run(make_cfg("server.max_steps=18", AUTO, name="reference"))
+    run(make_cfg("checkpoint.every_n_steps=6", AUTO))
 
     # Execute: continued on "3 cores"
     monkeypatch.setattr(base, "available_cores", lambda: 3)
@@ -68,7 +71,7 @@ def test_jobs_run_with_the_resolved_number(make_cfg, monkeypatch):
     monkeypatch.setattr(base, "available_cores", lambda: 2)
 
     # Execute
-    run(make_cfg("server.max_steps=3", "server.eval_every=3"))
+    run(make_cfg("server.max_steps=3", "server.eval_every=3", AUTO))
 
     # Assert
     assert seen and set(seen) == {2}

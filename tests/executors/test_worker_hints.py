@@ -32,7 +32,7 @@ def test_a_model_class_defined_in_a_function_is_refused_with_what_workers_need(t
 
     # Assert
     text = str(error.value)
-    assert "could not send the model, data and trainer settings to a worker process" in text and "Local" in text
+    assert "sends the model, data and trainer settings to its worker processes, so they must be picklable" in text and "Local" in text
     assert 'if __name__ == "__main__":' in text and "PYTHONPATH" in text and "executor=threads" in text
 
 
