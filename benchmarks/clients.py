@@ -1,7 +1,8 @@
 """Clients benchmark: the same data over 1,000 to 1,000,000 clients, IID and Dirichlet.
 
-1,000,000 synthetic samples shaped 1x8x8 (the default MLP's input; labels from a fixed
-random linear map, 10 classes), split over N clients by ``partition=iid`` or
+1,200,000 synthetic training samples shaped 1x8x8 (the default MLP's input; labels from a fixed
+random linear map, 10 classes; a tenth held out for validation by the default
+eval.val_fraction, 1,080,000 left), split over N clients by ``partition=iid`` or
 ``partition=dirichlet`` (beta 0.5, ``min_samples=0``: with a million clients and a million
 samples some clients hold none), FedAsync with 100 clients in flight, 1 local epoch of
 batch 50, ``--updates`` client updates; each setting runs in a fresh process. Reports per
@@ -44,7 +45,7 @@ def _data_module():  # the class is made on first use: importing this script mus
     class LinearData(FederatedDataModule):
         """``samples`` random 1x8x8 inputs labelled by the argmax of a fixed random linear map; a tenth as many test samples."""
 
-        def __init__(self, *, num_clients: int, samples: int = 1_000_000, input_shape: Sequence[int] = (1, 8, 8), num_classes: int = 10, partition=None, seed: int = 0, **_: object) -> None:
+        def __init__(self, *, num_clients: int, samples: int = 1_200_000, input_shape: Sequence[int] = (1, 8, 8), num_classes: int = 10, partition=None, seed: int = 0, **_: object) -> None:
             super().__init__(num_clients=num_clients, input_shape=input_shape, num_classes=num_classes, partition=partition, seed=seed)
             self.samples = int(samples)
 
@@ -112,7 +113,7 @@ def main() -> None:
     parser.add_argument("--clients", nargs="+", type=int, default=[1_000, 10_000, 100_000, 1_000_000])
     parser.add_argument("--partitions", nargs="+", choices=sorted(PARTITIONS), default=["iid", "dirichlet"])
     parser.add_argument("--updates", type=int, default=500)
-    parser.add_argument("--samples", type=int, default=1_000_000, help="total training samples")
+    parser.add_argument("--samples", type=int, default=1_200_000, help="training samples (the default eval.val_fraction=0.1 holds a tenth out: 1,080,000 left for the clients)")
     parser.add_argument("--concurrency", type=int, default=100)
     args = parser.parse_args()
 

@@ -9,8 +9,9 @@ process:
 - ``hand-written``: the hand-written loop of ``overhead.py`` on the same data, read from
   the idx files with numpy (the MNIST module's float32 normalised tensors) and split by
   the same Dirichlet partition; neither Lightning nor the framework's loop is imported;
-- ``executor=sequential`` and ``executor=processes executor.workers=2``:
-  ``python -m lightning_asyncfl`` with the overhead benchmark's overrides;
+- ``executor=sequential`` and ``executor=processes executor.workers=2`` (workers forked
+  by the fork server, the default, and spawned): ``python -m lightning_asyncfl`` with the
+  overhead benchmark's overrides;
 - two floors, for scale: a process that only imports torch, and one that imports torch
   and ``lightning.pytorch`` (whose import brings torchmetrics, torchvision, scipy.signal
   and matplotlib): what every worker process pays before it holds any data.
@@ -68,7 +69,8 @@ overhead.handwritten(x, y, clients, initial, test_x, test_y, updates=updates, ev
 """
 
 IMPORTS = {"torch": "import torch", "lightning": "import torch, lightning.pytorch"}
-CASES = {"torch": "import torch (nothing else)", "lightning": "import torch, lightning.pytorch (nothing else)", "hand": "hand-written PyTorch", "sequential": "lightning_asyncfl, executor=sequential", "processes": "lightning_asyncfl, executor=processes executor.workers=2"}
+CASES = {"torch": "import torch (nothing else)", "lightning": "import torch, lightning.pytorch (nothing else)", "hand": "hand-written PyTorch", "sequential": "lightning_asyncfl, executor=sequential", "processes": "lightning_asyncfl, executor=processes executor.workers=2",
+         "processes_spawn": "lightning_asyncfl, executor=processes executor.workers=2 executor.start_method=spawn"}
 
 
 def _children() -> dict[int, list[int]]:
@@ -150,7 +152,8 @@ def main() -> None:
             elif case == "hand":
                 command = [sys.executable, "-c", HAND, str(HERE), str(root), str(args.updates)]
             else:
-                extra = ["executor=sequential"] if case == "sequential" else ["executor=processes", "executor.workers=2"]
+                extra = {"sequential": ["executor=sequential"], "processes": ["executor=processes", "executor.workers=2"],
+                         "processes_spawn": ["executor=processes", "executor.workers=2", "executor.start_method=spawn"]}[case]
                 command = [sys.executable, "-m", "lightning_asyncfl", *overhead.overrides(root, args.updates), *extra, "checkpoint.enabled=false", f"output_dir={tmp}/{case}"]
             rows.append({"case": case, "loop": CASES[case], **peak_of_tree(command)})
     hand = next((r for r in rows if r["case"] == "hand"), rows[0])  # the ratios' denominator

@@ -106,7 +106,7 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
 
     After :meth:`setup`: ``train_dataset``, ``test_dataset``, ``train_targets`` (int64
     labels of the training set), ``client_indices`` (one int64 tensor per client, a
-    sequence of views into one flat tensor unless a validation or client test split is drawn) and
+    sequence of views into one flat tensor unless each client's own test split is drawn) and
     ``num_samples`` (one count per client); with a validation split
     (:meth:`hold_out_validation`), ``val_indices`` (int64, into the training set, no
     client's) and ``val_dataset``; with per-client test data, ``client_test_source``
@@ -231,9 +231,12 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
         require(self.num_clients <= n, "num_clients", self.num_clients, f"<= the number of training samples ({n})")
         fraction = float(getattr(self.partition, "client_test_fraction", 0.0))
         try:
-            if val is None and fraction == 0 and self._packs():
-                self._set_packed(*self.partition.packed(targets, self.num_clients, seeding.stream(self.seed, seeding.PARTITION), groups))
+            if fraction == 0 and self._packs():
+                self._set_packed(targets, groups)
                 self.train_targets, self.test_dataset, self.train_dataset = targets, test, train
+                if val is not None:
+                    self.val_indices = torch.from_numpy(val)
+                    self.val_dataset = _subset(train, val)
                 return
             parts = self.split_clients(targets, groups)
         except (InvalidValue, InvalidValues) as error:  # the partition's own keys live under `partition.`
@@ -264,10 +267,20 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
         """Whether the clients' lists may come packed from the partition (a subclass's own ``split_clients`` wins)."""
         return type(self).split_clients is FederatedDataModule.split_clients and hasattr(self.partition, "packed")
 
-    def _set_packed(self, flat: np.ndarray, offsets: np.ndarray) -> None:
-        """``client_indices`` as slices of one flat tensor: no Python object per client (a million clients)."""
+    def _set_packed(self, targets: np.ndarray, groups: np.ndarray | None) -> None:
+        """``client_indices`` as slices of one flat tensor: no Python object per client (a million clients).
+
+        The same clients as :meth:`split_clients`: the partition of the samples outside
+        the validation split, mapped back to indices into the training set.
+        """
         from lightning_asyncfl.client import PackedIndices
 
+        keep, rng = self._kept, seeding.stream(self.seed, seeding.PARTITION)
+        if keep is None or len(keep) == len(targets):
+            flat, offsets = self.partition.packed(targets, self.num_clients, rng, groups)
+        else:
+            flat, offsets = self.partition.packed(targets[keep], self.num_clients, rng, None if groups is None else np.asarray(groups)[keep])
+            flat = keep[flat]  # positions among the kept samples -> indices into the training set (keep is sorted)
         self.client_indices = PackedIndices(torch.from_numpy(flat), torch.from_numpy(offsets))
         self.num_samples = np.diff(offsets).tolist()
 

@@ -1,4 +1,4 @@
-"""ProcessExecutor: N spawned worker processes, weights in CPU shared memory.
+"""ProcessExecutor: N worker processes (forked by a fork server, or spawned), weights in CPU shared memory.
 
 Each worker process receives the trainer spec (model template, dataset, client index
 lists) once at start; its tensors travel as shared memory, so the dataset is held once
@@ -36,7 +36,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import Tensor
 
-from lightning_asyncfl.errors import RunFailed
+from lightning_asyncfl.errors import RunFailed, require_choice
 from lightning_asyncfl.executors.base import TrainerFactory, WorkerLost
 from lightning_asyncfl.executors.pool import ParallelExecutor, remote_error
 from lightning_asyncfl.state import Job, JobResult, ModelState
@@ -47,13 +47,17 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 300.0
 #: what a spawned worker needs from the script and modules that started the run
 IMPORT_HINT = (
-    "each worker is a new Python process (spawn) that imports the module defining the model, data and callbacks by name and "
+    "each worker is a new Python process (spawned, or forked from a fork server) that imports the module defining the model, data and callbacks by name and "
     "unpickles them: (1) a script must start the run under `if __name__ == \"__main__\":` (a worker re-imports the script, "
     "and without the guard it would start the run again); (2) those classes must be importable by the workers: defined at "
     "the top level of a module on PYTHONPATH (PYTHONPATH=. for ./mymodels.py), not inside a function, a notebook cell or "
     "the script run as __main__ (Ray's executor=ray sends those by value); or use executor=threads or executor=sequential, "
     "which need neither. Starting the workers costs seconds each (they import torch; summary.json: executor_start_time)"
 )
+#: how worker processes may start
+START_METHODS = ("forkserver", "spawn")
+#: what the fork server imports once, before it forks any worker
+PRELOAD = ("torch", "lightning_asyncfl.client", "lightning_asyncfl.executors.processes")
 
 
 def shared_copy(state: ModelState) -> ModelState:
@@ -92,11 +96,16 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
 
 
-def _worker_main(conn: Any, make_trainer: TrainerFactory, device: str | None, num_threads: int | None, parent_pid: int) -> None:
-    """A worker process: build one trainer, then train the jobs the loop sends until told to stop."""
+def _worker_main(conn: Any, make_trainer: TrainerFactory, device: str | None, num_threads: int | None, parent_pid: int | None) -> None:
+    """A worker process: build one trainer, then train the jobs the loop sends until told to stop.
+
+    ``parent_pid``: the loop's process, the worker's parent when spawned; None when forked
+    by the fork server, whose parent is that server (it exits when the loop's process
+    does, and the worker with it).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and SIGTERM (sent to the whole job by Slurm) are the loop's to handle
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _die_with_parent(parent_pid)
+    _die_with_parent(parent_pid if parent_pid is not None else os.getppid())
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
@@ -138,11 +147,21 @@ class ProcessExecutor(ParallelExecutor):
         num_threads: PyTorch intra-op threads in each worker.
         devices: devices the workers train on, round-robin (``[cuda:0, cuda:1]``), ``auto``
             for every visible GPU, null for the client accelerator's default device.
+        start_method: ``forkserver`` (where the platform has it): one fork server imports
+            torch, Lightning and the client trainer once, and every worker is forked from
+            it, sharing those pages; ``spawn``: every worker a fresh interpreter that
+            imports them again (about 550 MiB each, see docs/benchmarks.md).
     """
 
-    def __init__(self, *, workers: int = 2, num_threads: int | str | None = "auto", devices: Any = None) -> None:
+    def __init__(self, *, workers: int = 2, num_threads: int | str | None = "auto", devices: Any = None, start_method: str = "forkserver") -> None:
+        require_choice("start_method", start_method, START_METHODS)
         super().__init__(workers=workers, num_threads=num_threads, devices=devices)
-        self._context = mp.get_context("spawn")
+        if start_method == "forkserver" and "forkserver" not in mp.get_all_start_methods():  # Windows
+            start_method = "spawn"
+        self.start_method = start_method
+        self._context = mp.get_context(start_method)
+        if start_method == "forkserver":  # imported once by the fork server; its workers share those pages
+            self._context.set_forkserver_preload(list(PRELOAD))
         self._make_trainer: TrainerFactory | None = None
 
     @property
@@ -154,7 +173,7 @@ class ProcessExecutor(ParallelExecutor):
         self._make_trainer = make_trainer
         parent, child = self._context.Pipe()
         process = self._context.Process(
-            target=_worker_main, args=(child, make_trainer, device, self.num_threads, os.getpid()),
+            target=_worker_main, args=(child, make_trainer, device, self.num_threads, os.getpid() if self.start_method == "spawn" else None),
             name=f"asyncfl-worker-{index}", daemon=True,
         )  # fmt: skip
         try:

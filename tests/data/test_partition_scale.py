@@ -104,3 +104,17 @@ def test_the_report_of_many_clients_keeps_every_row_in_the_csv_and_draws_a_sampl
     assert len(rows) == 3001 and rows[0].startswith("client,num_samples,class_0")
     assert [int(v) for v in rows[1].split(",")[:2]] == [0, data.num_samples[0]]
     assert png_path.stat().st_size > 0
+
+
+@pytest.mark.parametrize("partition", [IID(), Dirichlet(beta=0.5, min_samples=2)], ids=repr)
+def test_with_a_validation_split_the_packed_clients_are_split_clients_lists(partition):
+    data = Synthetic(num_clients=15, partition=partition, iid=True, max_samples_per_client=60)
+    data.hold_out_validation(0.1)
+    data.setup()
+
+    want = data.split_clients(data.train_targets, None)  # the per-client path, on the same kept samples
+
+    assert isinstance(data.client_indices, PackedIndices) and len(data.val_indices) > 0
+    assert all(np.array_equal(data.client_indices[k].numpy(), want[k]) for k in range(15))
+    assert not np.isin(data.client_indices.flat.numpy(), data.val_indices.numpy()).any()
+    assert data.num_samples == [len(w) for w in want]
