@@ -47,7 +47,7 @@ from lightning_asyncfl.loop import AsyncFLLoop, check_loop_settings
 from lightning_asyncfl.state import ModelState
 from lightning_asyncfl.unused_keys import given_overrides, unused_key_warnings
 from lightning_asyncfl.context import SetupContext
-from lightning_asyncfl.privacy import Compressor, SecureAggregation, UploadChannel, UserLevelDP
+from lightning_asyncfl.privacy import DPSGD, Compressor, SecureAggregation, UploadChannel, UserLevelDP
 from lightning_asyncfl.system import SystemModel, training_flops_per_example
 
 log = logging.getLogger(__name__)
@@ -300,6 +300,10 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             f"(got {type(aggregator).__name__} with {type(algorithm).__name__}); use server=scaffold"
         )
     channel = _build_channel(problems, cfg, aggregator, seed)  # compression, DP, SecAgg of uploads
+    if isinstance(algorithm, DPSGD):  # privacy hook: example-level DP-SGD's accountant reads the clients' steps
+        problems.check("client", lambda: require(cfg.client.get("accumulate_grad_batches", 1) == 1, "accumulate_grad_batches",
+                                                 cfg.client.get("accumulate_grad_batches"), "1 with client_algorithm=dpsgd (each step is one noised batch)"))
+        channel.example_dp = (algorithm, int(cfg.client.batch_size), None)
     executor = _of_type(problems, "executor", problems.build("executor", lambda: _instantiate_logged("executor", cfg.executor)), Executor)
     attack = _build_optional(problems, cfg, "attack", Attack)
     availability = _build_optional(problems, cfg, "availability", Availability)
@@ -599,6 +603,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         callbacks.append(ProgressBar())
     callbacks += parts["callbacks"]
     channel = parts["channel"]
+    if channel.example_dp is not None:
+        channel.example_dp = (channel.example_dp[0], channel.example_dp[1], list(data.num_samples))
     figures = RunFigures(
         out, title=run_title(cfg, parts["aggregator"], data),
         participation_order=str((cfg.get("figures") or {}).get("participation_order", "id")),
