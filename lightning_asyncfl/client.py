@@ -483,6 +483,7 @@ class ClientTrainer(_FabricWorker):
                 call_hook(module, "optimizer_zero_grad", view.current_epoch, batch_idx, optimizer)
             if loss is not None:
                 view.backward(loss)
+                self.algorithm.after_backward(ctx)  # privacy hook: DP-SGD clips and noises the gradients here
             return loss
 
         if accumulating:

@@ -50,7 +50,7 @@ from lightning_asyncfl.settings import SERVER_KEYS, STOP_RULES, check_loop_setti
 from lightning_asyncfl.state import ModelState
 from lightning_asyncfl.unused_keys import given_overrides, unused_key_warnings
 from lightning_asyncfl.preset_keys import check_target_keys
-from lightning_asyncfl.privacy import Compressor, SecureAggregation, UploadChannel, UserLevelDP
+from lightning_asyncfl.privacy import DPSGD, Compressor, SecureAggregation, UploadChannel, UserLevelDP
 from lightning_asyncfl.system import SystemModel, training_flops_per_example
 
 log = logging.getLogger(__name__)
@@ -325,6 +325,10 @@ def build(cfg: DictConfig, given: Mapping[str, Any] | None = None) -> dict[str, 
             f"(got {type(aggregator).__name__} with {type(algorithm).__name__}); use server=scaffold"
         )
     channel = _build_channel(problems, cfg, aggregator, seed)  # compression, DP, SecAgg of uploads
+    if isinstance(algorithm, DPSGD):  # privacy hook: example-level DP-SGD's accountant reads the clients' steps
+        problems.check("client", lambda: require(cfg.client.get("accumulate_grad_batches", 1) == 1, "accumulate_grad_batches",
+                                                 cfg.client.get("accumulate_grad_batches"), "1 with client_algorithm=dpsgd (each step is one noised batch)"))
+        channel.example_dp = (algorithm, int(cfg.client.batch_size), None)
     executor = _of_type(problems, "executor", problems.build("executor", lambda: _instantiate_logged("executor", cfg.executor)), Executor)
     attack = _build_optional(problems, cfg, "attack", Attack)
     availability = _build_optional(problems, cfg, "availability", Availability)
@@ -641,6 +645,8 @@ def execute(cfg: DictConfig, given: Mapping[str, Any] | None = None) -> Finished
         callbacks.append(ProgressBar())
     callbacks += parts["callbacks"]
     channel = parts["channel"]
+    if channel.example_dp is not None:
+        channel.example_dp = (channel.example_dp[0], channel.example_dp[1], list(data.num_samples))
     figures = RunFigures(
         out, title=run_title(cfg, parts["aggregator"], data),
         participation_order=str((cfg.get("figures") or {}).get("participation_order", "id")),

@@ -77,6 +77,9 @@ class ClientAlgorithm:
         """The loss to minimise at this step (default: ``loss`` unchanged)."""
         return loss
 
+    def after_backward(self, ctx: LocalTraining) -> None:
+        """Called after every backward pass, before the optimizer uses the gradients (DP-SGD's clip and noise)."""
+
     def after_optimizer_step(self, ctx: LocalTraining) -> None:
         """Called after every optimizer step."""
 

@@ -7,7 +7,8 @@ from lightning_asyncfl.privacy.accounting import UserLevelAccountant, rdp_epsilo
 from lightning_asyncfl.privacy.channel import UploadChannel
 from lightning_asyncfl.privacy.compression import QSGD, Compressor, HalfPrecision, TopK
 from lightning_asyncfl.privacy.dp import UserLevelDP, clip_to_norm
+from lightning_asyncfl.privacy.dpsgd import DPSGD
 from lightning_asyncfl.privacy.secagg import SecureAggregation
 
-__all__ = ["QSGD", "Compressor", "HalfPrecision", "SecureAggregation", "TopK", "UploadChannel", "UserLevelAccountant",
+__all__ = ["DPSGD", "QSGD", "Compressor", "HalfPrecision", "SecureAggregation", "TopK", "UploadChannel", "UserLevelAccountant",
            "UserLevelDP", "clip_to_norm", "rdp_epsilon"]

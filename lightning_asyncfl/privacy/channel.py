@@ -89,6 +89,8 @@ class UploadChannel(Callback):
         self.uploads = 0
         self._dropped: list[int] = []  # jobs of the open SecAgg cohort that will send nothing
         self.epsilons: list[tuple[int, float]] = []  # (version, ε) after every aggregation
+        self.example_dp: Any = None  # (DPSGD, batch size, samples per client) with client_algorithm=dpsgd
+        self._client_states: dict[int, dict[str, Tensor]] = {}  # the loop's, where DP-SGD counts each client's steps
 
     @property
     def passthrough(self) -> bool:
@@ -228,6 +230,10 @@ class UploadChannel(Callback):
         return [with_delta(u, mean, staleness=0) for u in updates]
 
     # -- callback hooks ----------------------------------------------------------------
+    def on_run_start(self, loop: AsyncFLLoop) -> None:
+        """Keep the loop's client states (DP-SGD's steps per client live there)."""
+        self._client_states = loop.client_states
+
     def on_dropout(self, loop: AsyncFLLoop, job: Job) -> None:
         """A member of the open SecAgg cohort left before sending its masked input."""
         if self.secagg is not None:
@@ -241,7 +247,14 @@ class UploadChannel(Callback):
     # -- results -----------------------------------------------------------------------
     def metrics(self) -> dict[str, float]:
         """Columns of every evaluation row: ``epsilon`` spent so far (with DP)."""
-        return {} if self.accountant is None else {"epsilon": self.accountant.epsilon}
+        out = {} if self.accountant is None else {"epsilon": self.accountant.epsilon}
+        if self.example_dp is not None:
+            out["epsilon_example"] = self._example_epsilon()
+        return out
+
+    def _example_epsilon(self) -> float:
+        algorithm, batch_size, num_samples = self.example_dp
+        return algorithm.epsilon(self._client_states, num_samples, batch_size)
 
     def summary(self) -> dict[str, Any]:
         """The ``privacy`` part of ``summary.json``."""
@@ -255,6 +268,10 @@ class UploadChannel(Callback):
                 "accountant": "opacus.accountants.RDPAccountant, sample_rate=1, user-level zero-out adjacency",
                 "epsilon_by_version": [[v, e if math.isfinite(e) else None] for v, e in self.epsilons],
             }  # fmt: skip
+        if self.example_dp is not None:
+            eps, algorithm = self._example_epsilon(), self.example_dp[0]
+            out["dpsgd"] = {"epsilon": eps if math.isfinite(eps) else None, "delta": algorithm.delta, "noise_multiplier": algorithm.noise_multiplier,
+                            "max_grad_norm": algorithm.max_grad_norm, "accountant": "opacus.accountants.RDPAccountant, q = batch_size / client samples, per client"}  # fmt: skip
         if self.secagg is not None:
             out["secagg"] = {"ring_bits": self.secagg.ring_bits, "fractional_bits": self.secagg.fractional_bits,
                              "clamped_coordinates": self.secagg.clamped, "exchange_bytes_per_upload": exchange_bytes(self.cohort)}  # fmt: skip
