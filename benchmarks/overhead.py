@@ -197,7 +197,7 @@ def main() -> None:
             })  # fmt: skip
     print(f"\n{args.updates} client updates, {cores} cores; each ratio = client updates per second / the hand-written loop's "
           f"(with 1 intra-op thread, and with as many cores as the row uses)\n")
-    print(f"| loop | workers x intra-op threads | seconds | client updates/s | vs hand-written, 1 thread | vs hand-written, same cores | final accuracy | max \\|w - w_hand\\| (same threads) |")
+    print("| loop | workers x intra-op threads | seconds | client updates/s | vs hand-written, 1 thread | vs hand-written, same cores | final accuracy | max \\|w - w_hand\\| (same threads) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         r["ratio_to_hand_1_thread"] = r["updates_per_s"] / hands[1][1]

@@ -20,7 +20,9 @@ import numpy as np
 from lightning_asyncfl.state import ClientUpdate, Job
 
 from lightning_asyncfl.context import SetupContext
-from lightning_asyncfl.errors import positive_int, require  # noqa: F401 (positive_int: user schedulers import it from here)
+from lightning_asyncfl.errors import positive_int, require
+
+__all__ = ["Scheduler", "positive_int", "require_at_most_clients"]  # positive_int: user schedulers import it from here
 
 
 class Scheduler(abc.ABC):

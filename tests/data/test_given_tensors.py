@@ -117,7 +117,7 @@ def test_files_that_would_run_code_are_refused(tmp_path, name, capsys):
         read_index_lists(path)
 
     # Assert
-    assert str(error.value).startswith(f"file must be a .json list of lists")
+    assert str(error.value).startswith("file must be a .json list of lists")
     assert "code ran" not in capsys.readouterr().out
 
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from lightning_asyncfl.errors import ConfigError, InvalidValue
+from lightning_asyncfl.errors import ConfigError
 from lightning_asyncfl.run import run
 from lightning_asyncfl.system import PerSampleDevices, SystemModel
 
