@@ -99,6 +99,11 @@ class LoopView:
         return tuple(self._loop.num_samples)
 
     @property
+    def client_states(self) -> Mapping[int, Mapping[str, Any]]:
+        """Each client's own tensors by client id (SCAFFOLD's c_i, DP-SGD's step count), read-only."""
+        return types.MappingProxyType({c: types.MappingProxyType(st) for c, st in self._loop.client_states.items()})
+
+    @property
     def max_steps(self) -> int:
         """The run's ``max_steps`` stop rule."""
         return self._loop.max_steps

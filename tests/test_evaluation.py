@@ -37,12 +37,16 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.parametrize("partition", PARTITIONS)
-def test_the_validation_split_is_disjoint_from_every_client_and_from_the_test_set(partition, make_cfg):
+def test_the_validation_split_is_disjoint_from_every_client_and_from_the_test_set(partition, make_cfg, tmp_path):
     # Prepare: natural needs a dataset with natural owners (synthetic); the others take digits
     dataset = "synthetic" if partition == "natural" else "digits"
     extra = ["data.num_clients=10"] + (["partition.labels_per_client=3"] if partition == "labels_per_client" else [])
     if partition == "quantity_skew":
         extra += ["partition.min_samples=20", "partition.max_samples=60"]
+    if partition == "given":  # every training digit (1438 of the 1797), dealt round robin to the 10 clients
+        lists = tmp_path / "lists.json"
+        lists.write_text(json.dumps([list(range(k, 1438, 10)) for k in range(10)]))
+        extra += [f"partition.file={lists}"]
 
     # Execute
     data = _data(make_cfg, f"data={dataset}", f"partition={partition}", "eval.val_fraction=0.2", "partition.client_test_fraction=0.25", *extra)

@@ -38,7 +38,7 @@ from lightning_asyncfl.state import ClientUpdate, Job, ModelState
 
 if TYPE_CHECKING:
     from lightning_asyncfl.aggregators.base import AsyncAggregator
-    from lightning_asyncfl.loop import AsyncFLLoop
+    from lightning_asyncfl.view import LoopView
 
 #: seeded streams (see :mod:`lightning_asyncfl.seeding`) of DP noise and of compression's coin flips
 DP_STREAM = 20
@@ -90,7 +90,7 @@ class UploadChannel(Callback):
         self._dropped: list[int] = []  # jobs of the open SecAgg cohort that will send nothing
         self.epsilons: list[tuple[int, float]] = []  # (version, ε) after every aggregation
         self.example_dp: Any = None  # (DPSGD, batch size, samples per client) with client_algorithm=dpsgd
-        self._client_states: dict[int, dict[str, Tensor]] = {}  # the loop's, where DP-SGD counts each client's steps
+        self._view: Any = None  # the loop's view: its client states hold DP-SGD's steps per client
 
     @property
     def passthrough(self) -> bool:
@@ -230,16 +230,16 @@ class UploadChannel(Callback):
         return [with_delta(u, mean, staleness=0) for u in updates]
 
     # -- callback hooks ----------------------------------------------------------------
-    def on_run_start(self, loop: AsyncFLLoop) -> None:
-        """Keep the loop's client states (DP-SGD's steps per client live there)."""
-        self._client_states = loop.client_states
+    def on_run_start(self, loop: LoopView) -> None:
+        """Keep the loop's view: DP-SGD's steps per client live in its client states."""
+        self._view = loop
 
-    def on_dropout(self, loop: AsyncFLLoop, job: Job) -> None:
+    def on_dropout(self, loop: LoopView, job: Job) -> None:
         """A member of the open SecAgg cohort left before sending its masked input."""
         if self.secagg is not None:
             self._dropped.append(job.job_id)
 
-    def on_update_rejected(self, loop: AsyncFLLoop, job: Job, reason: str, detail: str, update: ClientUpdate | None) -> None:
+    def on_update_rejected(self, loop: LoopView, job: Job, reason: str, detail: str, update: ClientUpdate | None) -> None:
         """A rejected or failed job's input is not in the sum: SecAgg unmasks around it."""
         if self.secagg is not None:
             self._dropped.append(job.job_id)
@@ -254,7 +254,7 @@ class UploadChannel(Callback):
 
     def _example_epsilon(self) -> float:
         algorithm, batch_size, num_samples = self.example_dp
-        return algorithm.epsilon(self._client_states, num_samples, batch_size)
+        return algorithm.epsilon(self._view.client_states if self._view is not None else {}, num_samples, batch_size)
 
     def summary(self) -> dict[str, Any]:
         """The ``privacy`` part of ``summary.json``."""

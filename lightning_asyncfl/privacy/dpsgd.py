@@ -28,6 +28,7 @@ from torch import Tensor
 from lightning_asyncfl import seeding
 from lightning_asyncfl.client_algorithms.base import ClientAlgorithm, LocalTraining
 from lightning_asyncfl.errors import checking
+from lightning_asyncfl.context import SetupContext
 
 #: the seeded stream of DP-SGD noise (below the job's seed)
 DPSGD_STREAM = 23
@@ -66,7 +67,7 @@ class DPSGD(ClientAlgorithm):
             check(isinstance(delta, (int, float)) and 0 < delta < 1, "delta", delta, "in (0, 1)")
         self.noise_multiplier, self.max_grad_norm, self.delta = float(noise_multiplier), float(max_grad_norm), float(delta)
 
-    def setup(self, num_clients: int) -> None:
+    def setup(self, context: SetupContext) -> None:
         from lightning_asyncfl.privacy.accounting import _rdp_accountant
 
         _rdp_accountant()  # Opacus is there, or a clear ImportError before training

@@ -37,11 +37,11 @@ def _shm() -> set[str]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The sequential executor's run of the default experiment (FedAsync, digits), shrunk."""
+    """The sequential executor's run of the default experiment (FedAsync, digits), shrunk, one thread per job like make_cfg's runs."""
     from lightning_asyncfl.run import compose
 
     out = tmp_path_factory.mktemp("sequential")
-    return run(compose([f"output_dir={out}", "progress=false", *SMALL_RUN]))
+    return run(compose([f"output_dir={out}", "progress=false", "executor.num_threads=1", *SMALL_RUN]))
 
 
 def test_threads_give_the_sequential_bytes(make_cfg, reference):
