@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import logging
 import re
@@ -122,6 +124,7 @@ def test_users_own_aggregator_class_runs_from_the_config(tmp_path, make_cfg, mon
     assert all(torch.equal(mine[k], fedasync[k]) for k in mine)
 
 
+@pytest.mark.slow  # 14 s: a second multirun; test_cli_multirun_sweeps_the_cartesian_product covers the sweep
 def test_cli_multirun_with_a_fixed_output_dir_gives_each_job_its_own_subdirectory(tmp_path):
     result = _cli("-m", f"output_dir={tmp_path / 'sweep'}", "seed=0,1", "server.max_steps=3", "server.eval_every=3", "progress=false", cwd=tmp_path)
 

@@ -47,6 +47,7 @@ def two_runs(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow  # 22 s: a whole sweep; compare's tables are tested on run directories written directly
 def test_a_multirun_sweep_compared_from_the_command_line(tmp_path):
     # Prepare: a real 2 x 2 sweep through the CLI
     sweep = tmp_path / "sweep"

@@ -5,6 +5,8 @@ Both plugins are the ``[optuna]`` and ``[joblib]`` extras, which ``make`` instal
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
@@ -66,6 +68,7 @@ def test_optuna_search_writes_the_best_trial_of_the_fedasync_search_space(tmp_pa
     assert results["best_params"] == {f"server.aggregator.{k}": v for k, v in best_params.items()}
 
 
+@pytest.mark.slow  # 27 s: two processes starting torch; the launcher's wiring, not the library's maths
 def test_joblib_launcher_runs_two_jobs_in_parallel_processes_with_the_in_process_results(tmp_path):
     # Prepare
     sweep = tmp_path / "sweep"

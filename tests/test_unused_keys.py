@@ -73,6 +73,7 @@ def test_sweep_warnings_name_only_swept_keys_that_do_nothing():
     assert sweep_warnings(_sweep_cfg("server.aggregator.b=1,2", "server=fedasync,fedbuff")) == []  # the component itself changes
 
 
+@pytest.mark.slow  # 15 s: a CLI sweep; the warning itself is tested on composed configs
 def test_a_sweep_over_b_with_polynomial_staleness_warns_and_its_runs_are_identical(tmp_path):
     # Execute: the real command line, two 2-version runs
     sweep = tmp_path / "sweep"

@@ -264,8 +264,10 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
         self.train_dataset = train
 
     def _packs(self) -> bool:
-        """Whether the clients' lists may come packed from the partition (a subclass's own ``split_clients`` wins)."""
-        return type(self).split_clients is FederatedDataModule.split_clients and hasattr(self.partition, "packed")
+        """Whether the clients' lists may come packed from the partition (a subclass's own ``split_clients`` wins;
+        given index lists point into the whole training set and take the list path, which drops the validation rows)."""
+        return (type(self).split_clients is FederatedDataModule.split_clients and hasattr(self.partition, "packed")
+                and not getattr(self.partition, "indexes_training_set", False))  # fmt: skip
 
     def _set_packed(self, targets: np.ndarray, groups: np.ndarray | None) -> None:
         """``client_indices`` as slices of one flat tensor: no Python object per client (a million clients).

@@ -75,18 +75,7 @@ class Partition(abc.ABC):
         Raises:
             InvalidValue: ``num_clients`` (or a partition parameter) is out of range.
         """
-        targets = np.asarray(targets)
-        if targets.ndim != 1:
-            raise ValueError(f"targets must be one-dimensional, got shape {targets.shape}")
-        n = len(targets)
-        require(isinstance(num_clients, Integral) and num_clients >= 1, "num_clients", num_clients, "an integer >= 1")
-        num_clients = int(num_clients)
-        require(num_clients <= n, "num_clients", num_clients, f"<= the number of training samples ({n})")
-        if groups is not None:
-            groups = np.asarray(groups)
-            if groups.shape != targets.shape:
-                raise ValueError(f"groups must have the shape of targets {targets.shape}, got {groups.shape}")
-        flat, offsets = self.packed(targets, num_clients, rng, groups)
+        flat, offsets = self.packed(targets, num_clients, rng, groups)  # checks the inputs and the result
         return np.split(flat, offsets[1:-1])
 
     def packed(

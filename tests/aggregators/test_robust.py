@@ -68,6 +68,7 @@ def test_fedopt_robust_rule_takes_the_median_of_staleness_scaled_deltas_as_its_p
     assert torch.allclose(clipped.aggregate(base, updates, 0).flat, expected)
 
 
+@pytest.mark.slow  # 15 s: 2 runs of 200 versions; the reducers' maths have exact unit tests
 def test_fedadam_with_median_keeps_the_clean_accuracy_under_a_scaling_attack(make_cfg):
     args = ["server=fedbuff_adam", "server.max_steps=200", "server.eval_every=100"]
     clean = run(make_cfg(*args, name="clean"))
@@ -102,6 +103,7 @@ def test_attacks_corrupt_only_the_malicious_clients_updates():
     assert scale.apply(good, base, trained) is trained
 
 
+@pytest.mark.slow  # 45 s: 5 runs of 200 versions; the reducers' maths have exact unit tests
 def test_fedbuff_with_median_or_trimmed_mean_survives_a_scaling_attack_that_breaks_the_mean(make_cfg):
     args = ["server=fedbuff", "server.max_steps=200", "server.eval_every=100"]  # the preset's 200 versions
     clean = run(make_cfg(*args, name="clean"))

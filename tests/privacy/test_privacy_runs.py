@@ -114,7 +114,7 @@ def test_secagg_run_with_dropouts_completes_and_counts_the_exchange(make_cfg, tm
     [
         ["server=fedbuff", "compression=topk"],  # error-feedback residuals held across checkpoints
         ["server=fedbuff", "privacy=central", "compression=qsgd", "compression.error_feedback=true"],  # accountant, noise, coin flips
-        ["client_algorithm=dpsgd"],  # per-sample clipping and noise, each client's step count
+        pytest.param(["client_algorithm=dpsgd"], marks=pytest.mark.slow),  # 25 s; per-sample clipping and noise, each client's step count
     ],
     ids=["topk", "dp-qsgd", "dpsgd"],
 )
