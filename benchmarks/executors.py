@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA_ROOT, RESULTS, write_mnist_like  # noqa: E402
+from common import DATA_ROOT, RESULTS, process_tree, write_mnist_like  # noqa: E402
 
 EXECUTORS = {
     "sequential": ["executor=sequential"],
@@ -57,24 +57,6 @@ def workloads(data_root: Path, updates: int) -> dict[str, list[str]]:
     }
 
 
-def _tree(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
 def _pss_kib(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
@@ -95,7 +77,7 @@ def measure(overrides: list[str], out: Path) -> dict:
         pids, found = [process.pid], 0.0
         while process.poll() is None:
             if time.monotonic() - found > 2.0:
-                pids, found = _tree(process.pid), time.monotonic()
+                pids, found = process_tree(process.pid), time.monotonic()
             values = [_pss_kib(p) for p in pids]
             peak["total"] = max(peak["total"], sum(values))
             peak["main"] = max(peak["main"], values[0] if values else 0)

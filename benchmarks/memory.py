@@ -29,7 +29,6 @@ Reported as ratios to the hand-written loop, measured in one run.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import ROOT, save, write_mnist_like  # noqa: E402
+from common import ROOT, process_tree, save, write_mnist_like  # noqa: E402
 
 HAND = r"""
 import sys
@@ -73,28 +72,6 @@ CASES = {"torch": "import torch (nothing else)", "lightning": "import torch, lig
          "processes_spawn": "lightning_asyncfl, executor=processes executor.workers=2 executor.start_method=spawn"}
 
 
-def _children() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(entry))
-    return children
-
-
-def tree(pid: int) -> list[int]:
-    """``pid`` and every process under it."""
-    children, out, todo = _children(), [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
 def rss_pss_kib(pid: int) -> tuple[int, int]:
     """Resident and proportional set size of one process, KiB (0, 0 once it is gone)."""
     rss = pss = 0
@@ -118,7 +95,7 @@ def peak_of_tree(command: list[str], every: float = 0.2) -> dict:
         pids, found = [process.pid], 0.0
         while process.poll() is None:
             if time.monotonic() - found > 1.0:
-                pids, found = tree(process.pid), time.monotonic()
+                pids, found = process_tree(process.pid), time.monotonic()
             sizes = [rss_pss_kib(p) for p in pids]
             peak["rss"] = max(peak["rss"], sum(s[0] for s in sizes))
             peak["pss"] = max(peak["pss"], sum(s[1] for s in sizes))

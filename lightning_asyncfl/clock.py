@@ -17,6 +17,7 @@ Both keep a stopwatch of the run's wall time (``wall_time`` in metrics and the s
 
 from __future__ import annotations
 
+import abc
 import time
 from typing import NamedTuple
 
@@ -36,7 +37,7 @@ class Event(NamedTuple):
     job: Job | None = None
 
 
-class Clock:
+class Clock(abc.ABC):
     """The run's time source and its stopwatch of wall time."""
 
     #: whether events are handled in (time, job id) order from the in-flight heap
@@ -58,9 +59,9 @@ class Clock:
         """The time to dispatch at, given the loop's time ``now``."""
         return now
 
+    @abc.abstractmethod
     def next_event(self, now: float, inflight: InFlight, wake: float | None, max_time: float | None, executor: Executor) -> Event | None:
         """The next event after ``now``; None when nothing happened yet (ask again)."""
-        raise NotImplementedError
 
 
 class VirtualClock(Clock):
