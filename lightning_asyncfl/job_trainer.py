@@ -12,6 +12,10 @@ behave exactly as in Lightning. Any other ``self.trainer`` attribute raises
 
 :func:`module_problems` lists, before any training, what a module overrides that has no
 per-job meaning (its own dataloaders, callbacks, ``setup``, checkpoint hooks, ...).
+
+Why this file is a little longer than the others (about 365 lines): it is one thing, the
+stand-in for ``lightning.Trainer`` inside a job, and the list of what the stand-in lacks
+(:data:`UNSUPPORTED_HOOKS`, checked by :func:`module_problems`) stays beside it.
 """
 
 from __future__ import annotations
