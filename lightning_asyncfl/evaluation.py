@@ -27,7 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_asyncfl.client import PackedIndices, _batches, _DeviceTensors, _FabricWorker, _on_device
+from lightning_asyncfl.client.batches import _batches, _DeviceTensors, _on_device
+from lightning_asyncfl.client.worker import _FabricWorker
+from lightning_asyncfl.data.packed import PackedIndices
 from lightning_asyncfl.state import ModelState
 
 #: prefixes of the per-client summary columns of ``metrics.csv``

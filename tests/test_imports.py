@@ -61,3 +61,52 @@ def test_a_partition_imports_neither_torch_nor_lightning():
     modules = set(_imported_after("from lightning_asyncfl.data import Dirichlet"))
 
     assert [name for name in ("torch", "lightning", "sklearn", "matplotlib") if name in modules] == []
+
+
+#: every name that lightning_asyncfl.client, .delays and .data.partition defined when each was one file
+SPLIT_MODULES = {
+    "lightning_asyncfl.client": [
+        "ACCELERATORS", "PRECISIONS", "OPTIMIZER_STATE_KEY", "check_client_settings", "ClientTrainer", "TrainerSpec", "Evaluator",
+        "check_model", "intra_op_threads", "PackedIndices", "_fabric_device", "_owner", "_FabricWorker", "_batches",
+        "_DeviceTensors", "_on_device", "_reset_torchmetrics", "_has_torchmetrics", "_pack_state", "_unpack_state",
+        "_EpochOrders", "_seed_device",
+    ],
+    "lightning_asyncfl.delays": [
+        "MAX_SECONDS", "DelayModel", "NoDelay", "ConstantDelay", "UniformDelay", "ExponentialDelay", "LogNormalDelay",
+        "PerClientDelay", "SteppedDelay", "_FixedPerClient", "_number", "_seconds", "_integer",
+    ],
+    "lightning_asyncfl.data.partition": [
+        "Partition", "IID", "Dirichlet", "Shards", "Natural", "LabelsPerClient", "QuantitySkew", "proportional_sizes", "_is_int",
+    ],
+}  # fmt: skip
+
+#: (a module a part moved to, imported first; the old module) for each split
+PARTS_FIRST = [
+    ("lightning_asyncfl.fixed_delays", "lightning_asyncfl.delays"),
+    ("lightning_asyncfl.client.check", "lightning_asyncfl.client"),
+    ("lightning_asyncfl.data.partition_draws", "lightning_asyncfl.data.partition"),
+]
+
+
+@pytest.mark.parametrize(("first", "old"), PARTS_FIRST)
+def test_every_name_of_a_split_module_is_importable_from_it_whichever_part_is_imported_first(first, old):
+    names = SPLIT_MODULES[old]
+
+    modules = _imported_after(f"import {first}\nfrom {old} import {', '.join(names)}")
+
+    assert first in modules and old in modules
+
+
+def test_a_public_name_of_a_split_module_keeps_its_module_path_where_it_is_recorded():
+    # a run's error names the delay base by its module path, and fit() records a given partition's
+    from lightning_asyncfl.data.partition import IID, Dirichlet, LabelsPerClient, Natural, QuantitySkew, Shards
+    from lightning_asyncfl.delays import DelayModel
+
+    assert f"{DelayModel.__module__}.{DelayModel.__name__}" == "lightning_asyncfl.delays.DelayModel"
+    assert {cls.__module__ for cls in (IID, Dirichlet, Shards, Natural, LabelsPerClient, QuantitySkew)} == {"lightning_asyncfl.data.partition"}
+
+
+def test_packed_index_lists_import_no_lightning():
+    modules = set(_imported_after("from lightning_asyncfl.data.packed import PackedIndices"))
+
+    assert [name for name in ("lightning", "matplotlib") if name in modules] == []

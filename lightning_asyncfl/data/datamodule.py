@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from lightning_asyncfl import seeding
+from lightning_asyncfl.data.packed import PackedIndices
 from lightning_asyncfl.data.partition import IID, Partition
 from lightning_asyncfl.errors import ConfigError, InvalidValue, InvalidValues, require
 
@@ -275,8 +276,6 @@ class FederatedDataModule(lightning.LightningDataModule, abc.ABC):
         The same clients as :meth:`split_clients`: the partition of the samples outside
         the validation split, mapped back to indices into the training set.
         """
-        from lightning_asyncfl.client import PackedIndices
-
         keep, rng = self._kept, seeding.stream(self.seed, seeding.PARTITION)
         if keep is None or len(keep) == len(targets):
             flat, offsets = self.partition.packed(targets, self.num_clients, rng, groups)

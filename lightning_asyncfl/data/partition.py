@@ -20,11 +20,17 @@ validates the inputs and the result; a subclass writes only :meth:`Partition._sp
 
 Error keys are relative to the partition's config node (``beta``), except ``num_clients``,
 which belongs to the data node.
+
+The base class is in :mod:`lightning_asyncfl.data.partition_base` and the draws as pure
+functions in :mod:`lightning_asyncfl.data.partition_draws`; both are exported here. The
+six built-in partitions stay together in this module (a little over 350 lines): a
+partition object given to :func:`lightning_asyncfl.api.fit` is recorded under its class's
+module path, which a resumed run checks, so moving one would change a run's recorded
+config and refuse to resume runs started before.
 """
 
 from __future__ import annotations
 
-import abc
 import math
 from collections.abc import Iterable
 from numbers import Integral, Real
@@ -32,131 +38,11 @@ from typing import Any
 
 import numpy as np
 
+from lightning_asyncfl.data.partition_base import Partition
+from lightning_asyncfl.data.partition_draws import balanced_holders, dirichlet_draw, proportional_sizes
 from lightning_asyncfl.errors import ConfigError, InvalidValue, checking, require
 
-
-class Partition(abc.ABC):
-    """Base class: validate, call :meth:`_split`, return sorted int64 index arrays.
-
-    Args:
-        client_test_fraction: the share of each client's own samples held out as that
-            client's local test data (used by per-client evaluation, ``eval.clients_every``);
-            in ``[0, 1)``, 0 for none. The data module draws the split after partitioning,
-            from the ``CLIENT_TEST`` stream; a client keeps at least one training sample.
-    """
-
-    client_test_fraction: float = 0.0
-
-    def __init__(self, *, client_test_fraction: float = 0.0) -> None:
-        require(
-            isinstance(client_test_fraction, Real) and not isinstance(client_test_fraction, bool) and 0 <= client_test_fraction < 1,
-            "client_test_fraction", client_test_fraction, "in [0, 1)",
-        )  # fmt: skip
-        self.client_test_fraction = float(client_test_fraction)
-
-    def __call__(
-        self,
-        targets: np.ndarray,
-        num_clients: int,
-        rng: np.random.Generator,
-        groups: np.ndarray | None = None,
-    ) -> list[np.ndarray]:
-        """Split the sample indices ``0 .. len(targets) - 1`` among ``num_clients`` clients.
-
-        Args:
-            targets: the label of each training sample, shape ``(n,)``.
-            num_clients: how many clients to split into; in ``[1, n]``.
-            rng: the partition's random stream; the only randomness used.
-            groups: the natural owner of each sample (``0 .. G - 1``), or ``None``.
-
-        Returns:
-            ``num_clients`` sorted, pairwise disjoint int64 arrays of sample indices.
-
-        Raises:
-            InvalidValue: ``num_clients`` (or a partition parameter) is out of range.
-        """
-        flat, offsets = self.packed(targets, num_clients, rng, groups)  # checks the inputs and the result
-        return np.split(flat, offsets[1:-1])
-
-    def packed(
-        self,
-        targets: np.ndarray,
-        num_clients: int,
-        rng: np.random.Generator,
-        groups: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The split of :meth:`__call__`, packed: client ``k`` holds ``flat[offsets[k]:offsets[k + 1]]``.
-
-        The same draws and the same clients as ``__call__``, without one array per client:
-        with a million clients, the packed form is two arrays, made by whole-array numpy
-        operations (``flat`` int64, sorted within each client; ``offsets`` int64, length
-        ``num_clients + 1``).
-        """
-        targets = np.asarray(targets)
-        if targets.ndim != 1:
-            raise ValueError(f"targets must be one-dimensional, got shape {targets.shape}")
-        n = len(targets)
-        require(isinstance(num_clients, Integral) and num_clients >= 1, "num_clients", num_clients, "an integer >= 1")
-        num_clients = int(num_clients)
-        require(num_clients <= n, "num_clients", num_clients, f"<= the number of training samples ({n})")
-        if groups is not None:
-            groups = np.asarray(groups)
-            if groups.shape != targets.shape:
-                raise ValueError(f"groups must have the shape of targets {targets.shape}, got {groups.shape}")
-        indices, sizes = self._split_packed(targets, num_clients, rng, groups)
-        indices, sizes = np.asarray(indices, dtype=np.int64), np.asarray(sizes, dtype=np.int64)
-        if len(sizes) != num_clients:
-            raise RuntimeError(f"{self!r} returned {len(sizes)} parts for {num_clients} clients")
-        owner = np.repeat(np.arange(num_clients, dtype=np.int64), sizes)
-        flat = indices[np.lexsort((indices, owner))]  # grouped by client, sorted within each
-        offsets = np.zeros(num_clients + 1, dtype=np.int64)
-        np.cumsum(sizes, out=offsets[1:])
-        self._check_flat(flat, n)
-        return flat, offsets
-
-    def _split_packed(
-        self,
-        targets: np.ndarray,
-        num_clients: int,
-        rng: np.random.Generator,
-        groups: np.ndarray | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The split as ``(indices, sizes)``: the first ``sizes[0]`` indices are client 0's, and so on.
-
-        By default packs :meth:`_split`'s arrays; a partition that can draw its split with
-        whole-array operations writes this instead (IID, Dirichlet).
-        """
-        parts = [np.asarray(p, dtype=np.int64).reshape(-1) for p in self._split(targets, num_clients, rng, groups)]
-        if len(parts) != num_clients:
-            raise RuntimeError(f"{self!r} returned {len(parts)} parts for {num_clients} clients")
-        sizes = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
-        return (np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)), sizes
-
-    @abc.abstractmethod
-    def _split(
-        self,
-        targets: np.ndarray,
-        num_clients: int,
-        rng: np.random.Generator,
-        groups: np.ndarray | None,
-    ) -> list[np.ndarray]:
-        """The split itself: ``num_clients`` disjoint index arrays (inputs already checked)."""
-
-    def _check(self, parts: list[np.ndarray], num_clients: int, n: int) -> None:
-        if len(parts) != num_clients:
-            raise RuntimeError(f"{self!r} returned {len(parts)} parts for {num_clients} clients")
-        self._check_flat(np.concatenate(parts) if parts else np.empty(0, dtype=np.int64), n)
-
-    def _check_flat(self, everything: np.ndarray, n: int) -> None:
-        if everything.size and (everything.min() < 0 or everything.max() >= n):
-            raise RuntimeError(f"{self!r} returned indices outside [0, {n})")
-        if np.bincount(everything, minlength=n).max(initial=0) > 1:
-            raise RuntimeError(f"{self!r} gave a sample to more than one client")
-
-    def __repr__(self) -> str:
-        shown = {k: v for k, v in vars(self).items() if not k.startswith("_") and not (k == "client_test_fraction" and v == 0)}
-        args = ", ".join(f"{k}={v!r}" for k, v in shown.items())
-        return f"{type(self).__name__}({args})"
+__all__ = ["Partition", "IID", "Dirichlet", "Shards", "Natural", "LabelsPerClient", "QuantitySkew", "proportional_sizes"]
 
 
 class IID(Partition):
@@ -212,7 +98,7 @@ class Dirichlet(Partition):
         by_class = [np.flatnonzero(targets == c) for c in np.unique(targets)]
         best = -1
         for _ in range(self.max_tries):
-            indices, sizes = self._draw(by_class, num_clients, rng)
+            indices, sizes = dirichlet_draw(by_class, num_clients, self.beta, rng)
             smallest = int(sizes.min())
             if smallest >= self.min_samples:
                 return indices, sizes
@@ -220,8 +106,7 @@ class Dirichlet(Partition):
         raise InvalidValue("min_samples", self.min_samples, self._advice(by_class, n, num_clients, best, rng))
 
     def _reaches(self, by_class: list[np.ndarray], num_clients: int, beta: float, rng: np.random.Generator, tries: int = 20) -> bool:
-        probe = Dirichlet(beta=beta, min_samples=self.min_samples)
-        return any(int(probe._draw(by_class, num_clients, rng)[1].min()) >= self.min_samples for _ in range(tries))
+        return any(int(dirichlet_draw(by_class, num_clients, beta, rng)[1].min()) >= self.min_samples for _ in range(tries))
 
     def _advice(self, by_class: list[np.ndarray], n: int, num_clients: int, best: int, rng: np.random.Generator) -> str:
         """What to change, with numbers that a few more draws confirmed where they could."""
@@ -240,29 +125,6 @@ class Dirichlet(Partition):
             f"reachable: no Dir(beta={self.beta:g}) split in {self.max_tries} tries gave each of the {num_clients} clients "
             f"{self.min_samples} samples ({n} samples, {n / num_clients:g} per client on average); " + ", ".join(options[:-1]) + ", or " + options[-1]
         )
-
-    def _draw(self, by_class: list[np.ndarray], num_clients: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One draw as ``(indices, sizes)``, indices grouped by client (class by class within a client).
-
-        Per class: shuffle its samples, draw p ~ Dir(β) over the clients and cut the
-        shuffled samples at the rounded cumulative shares (rounded, not floored: no client
-        collects the rounding remainders); the piece between cuts k-1 and k is client k's.
-        Whole-array operations only: no Python object per client.
-        """
-        shuffled, owners = [], []
-        clients = np.arange(num_clients, dtype=np.int64)
-        for idx in by_class:
-            idx = rng.permutation(idx)
-            p = rng.dirichlet(np.full(num_clients, self.beta))
-            bounds = np.empty(num_clients + 1, dtype=np.int64)
-            bounds[0], bounds[-1] = 0, len(idx)
-            bounds[1:-1] = np.rint(np.cumsum(p) * len(idx)).astype(np.int64)[:-1]
-            shuffled.append(idx)
-            owners.append(np.repeat(clients, np.diff(bounds)))
-        owner = np.concatenate(owners)
-        order = np.argsort(owner, kind="stable")  # by client, each client's pieces in class order
-        return np.concatenate(shuffled)[order], np.bincount(owner, minlength=num_clients).astype(np.int64)
-
 
 class Shards(Partition):
     """Pathological non-IID: sort by label, cut into shards, deal ``shards_per_client`` each.
@@ -325,32 +187,6 @@ class Natural(Partition):
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def proportional_sizes(weights: np.ndarray, total: int) -> np.ndarray:
-    """Integer sizes proportional to ``weights``, each >= 1, summing to exactly ``total``.
-
-    Every client first gets 1 sample; the other ``total - K`` are shared in proportion to
-    the weights, rounded down, and the samples still left go one each to the largest
-    fractional parts (ties to the lower index: the largest remainder method). Sizes keep
-    the order of the weights: ``w_i >= w_j`` gives ``size_i >= size_j``.
-
-    Args:
-        weights: one finite weight > 0 per client, shape ``(K,)``.
-        total: the number of samples to share; >= K.
-
-    Returns:
-        int64 sizes, shape ``(K,)``.
-    """
-    weights = np.asarray(weights, dtype=np.float64)
-    k = len(weights)
-    if total < k:
-        raise ValueError(f"cannot give each of {k} clients a sample out of {total}")
-    share = (total - k) * weights / weights.sum()
-    sizes = np.floor(share).astype(np.int64)
-    left = total - k - int(sizes.sum())
-    sizes[np.argsort(-(share - sizes), kind="stable")[:left]] += 1
-    return sizes + 1
 
 
 class LabelsPerClient(Partition):
@@ -436,13 +272,7 @@ class LabelsPerClient(Partition):
     def _split(self, targets, num_clients, rng, groups):
         classes = np.unique(targets)
         per_client = self.classes_per_client(num_clients, len(classes))
-        used = np.zeros(len(classes), dtype=np.int64)
-        holders: list[list[int]] = [[] for _ in classes]
-        for k, n_k in enumerate(per_client):
-            chosen = np.argsort(used + rng.random(len(classes)), kind="stable")[:n_k]
-            used[chosen] += 1
-            for c in chosen:
-                holders[c].append(k)
+        holders = balanced_holders(per_client, len(classes), rng)
         key = "labels_per_client" if self.counts is None else "step"
         value = self.labels_per_client if self.counts is None else self.step
         pieces: list[list[np.ndarray]] = [[] for _ in range(num_clients)]

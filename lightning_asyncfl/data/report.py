@@ -29,7 +29,7 @@ def class_counts(data: FederatedDataModule) -> np.ndarray:
     Sets the data module up first if it is not yet (``setup`` is idempotent).
     """
     data.setup()
-    from lightning_asyncfl.client import PackedIndices
+    from lightning_asyncfl.data.packed import PackedIndices  # torch, imported when counted
 
     targets = np.asarray(data.train_targets)
     packed = PackedIndices.of(data.client_indices)  # as is when the data module packed them already
