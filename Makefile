@@ -23,11 +23,15 @@ $(DOCS_STAMP): $(STAMP)
 run: $(STAMP)  ## set up .venv and run the default experiment (FedAsync on digits)
 	$(PY) -m lightning_asyncfl $(ARGS)
 
+# the suite runs in parallel test processes (pytest-xdist): one per core, at most 4
+# (most tests train with one intra-op thread); `make test TEST_WORKERS=0` runs it in one process
+TEST_WORKERS ?= auto --maxprocesses=4
+
 test: $(STAMP)  ## set up .venv and run the test suite
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) $(ARGS)
 
 test-slow: $(STAMP)  ## run the slow tests too
-	$(PY) -m pytest -q -m "not gpu" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not gpu" $(ARGS)
 
 bench: $(STAMP)  ## run the benchmarks (executors: speed-up and peak memory), results in benchmarks/results/
 	$(PY) benchmarks/executors.py $(ARGS)

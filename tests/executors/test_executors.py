@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import sys
 import threading
 
@@ -31,8 +32,30 @@ def assert_same_bytes(a: dict, b: dict) -> None:
     assert not different, f"tensors differ: {different}"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _shm() -> set[str]:
-    return {name for name in os.listdir("/dev/shm") if "torch" in name} if os.path.isdir("/dev/shm") else set()
+    """torch's shared-memory segments whose creating process has exited (torch names them
+    ``torch_<pid>_...``): what a run leaves behind. A segment of a live process belongs to
+    work still running (another test process when the suite runs in parallel)."""
+    if not os.path.isdir("/dev/shm"):
+        return set()
+    left = set()
+    for name in os.listdir("/dev/shm"):
+        if "torch" not in name:
+            continue
+        match = re.match(r"torch_(\d+)_", name)
+        if match is None or not _alive(int(match.group(1))):
+            left.add(name)
+    return left
 
 
 @pytest.fixture(scope="module")
