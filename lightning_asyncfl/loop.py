@@ -170,7 +170,8 @@ class AsyncFLLoop:
         self.time_to_accuracy = tuple(float(t) for t in time_to_accuracy)
         self.aggregator, self.scheduler, self.delay, self.executor = aggregator, scheduler, delay, executor
         self.make_trainer, self.evaluate_fn = make_trainer, evaluate
-        self.num_samples = [int(n) for n in num_samples]
+        # a tuple: the view hands it out as is (tuple() of a tuple is the same object), no copy per update
+        self.num_samples = tuple(int(n) for n in num_samples)
         self.num_clients = len(self.num_samples)
         self.seed = seed
         self.callbacks = list(callbacks)
@@ -179,8 +180,10 @@ class AsyncFLLoop:
         self.admission = Admission(attack=self.attack, scheduler=scheduler, max_staleness=max_staleness)
         self.state = RunState(initial_state, num_clients=self.num_clients, seed=seed, ordered=self._clock.ordered)
 
-        if context is not None and (context.num_samples != tuple(self.num_samples) or context.seed != seed):
+        if context is not None and (context.num_samples != self.num_samples or context.seed != seed):
             raise ValueError(f"context has {context.num_clients} clients and seed {context.seed}; the loop {self.num_clients} clients and seed {seed}")
+        if context is not None:
+            self.num_samples = context.num_samples  # equal: hold one copy of a million counts, not two
         self._set_up = context is not None  # plug-ins already set up by whoever made the context
         self.context = context if context is not None else SetupContext.of(self.num_samples, seed, initial_state.layout, initial_state.flat.device)
         self.rng = self.context.stream(seeding.SYSTEM)  # the scheduler's choices
