@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +75,46 @@ def process_tree(pid: int) -> list[int]:
         out.append(p)
         todo.extend(children.get(p, []))
     return out
+
+
+def rss_pss_kib(pid: int) -> tuple[int, int]:
+    """Resident and proportional set size of one process, KiB (0, 0 once it is gone)."""
+    rss = pss = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, pss
+
+
+def run_sampling_tree(command: list[str], *, every: float, refresh: float, **popen) -> tuple[str, dict[str, int]]:
+    """Run ``command`` to its end, sampling the memory of its process tree every ``every``
+    seconds (the tree itself re-read every ``refresh`` seconds); returns its output and the
+    peaks over time, in KiB: ``rss`` and ``pss`` summed over the tree, ``main_pss`` of the
+    first process, and the most ``processes`` seen at once. Raises if it fails."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    peak = {"rss": 0, "pss": 0, "main_pss": 0, "processes": 1}
+
+    def sample() -> None:
+        pids, found = [process.pid], 0.0
+        while process.poll() is None:
+            if time.monotonic() - found > refresh:
+                pids, found = process_tree(process.pid), time.monotonic()
+            sizes = [rss_pss_kib(p) for p in pids]
+            peak["rss"] = max(peak["rss"], sum(s[0] for s in sizes))
+            peak["pss"] = max(peak["pss"], sum(s[1] for s in sizes))
+            peak["main_pss"] = max(peak["main_pss"], sizes[0][1] if sizes else 0)
+            peak["processes"] = max(peak["processes"], sum(1 for s in sizes if s[0]))
+            time.sleep(every)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output, _ = process.communicate()
+    sampler.join()
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{output[-3000:]}")
+    return output, peak

@@ -24,15 +24,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA_ROOT, RESULTS, process_tree, write_mnist_like  # noqa: E402
+from common import DATA_ROOT, RESULTS, run_sampling_tree, write_mnist_like  # noqa: E402
 
 EXECUTORS = {
     "sequential": ["executor=sequential"],
@@ -57,38 +54,11 @@ def workloads(data_root: Path, updates: int) -> dict[str, list[str]]:
     }
 
 
-def _pss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def measure(overrides: list[str], out: Path) -> dict:
     """Run one experiment in a fresh process; its summary plus the peak PSS of its process tree."""
     command = [sys.executable, "-m", "lightning_asyncfl", *overrides, "progress=false", f"output_dir={out}"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    peak = {"total": 0, "main": 0}
-
-    def sample() -> None:  # cheap enough not to slow the run on 2 cores: the tree every 2 s, PSS every 0.5 s
-        pids, found = [process.pid], 0.0
-        while process.poll() is None:
-            if time.monotonic() - found > 2.0:
-                pids, found = process_tree(process.pid), time.monotonic()
-            values = [_pss_kib(p) for p in pids]
-            peak["total"] = max(peak["total"], sum(values))
-            peak["main"] = max(peak["main"], values[0] if values else 0)
-            time.sleep(0.5)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    output, _ = process.communicate()
-    sampler.join()
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{output[-3000:]}")
+    # cheap enough not to slow the run on 2 cores: the tree every 2 s, its memory every 0.5 s
+    _, peak = run_sampling_tree(command, every=0.5, refresh=2.0, start_new_session=True)
     summary = json.loads((out / "summary.json").read_text())
     steady = summary["wall_time"] - summary["executor_start_time"]
     return {
@@ -97,8 +67,8 @@ def measure(overrides: list[str], out: Path) -> dict:
         "startup_s": summary["executor_start_time"],
         "updates_per_s_total": summary["client_updates"] / summary["wall_time"],
         "updates_per_s_steady": summary["client_updates"] / steady,
-        "peak_pss_mib": peak["total"] / 1024,
-        "peak_main_pss_mib": peak["main"] / 1024,
+        "peak_pss_mib": peak["pss"] / 1024,
+        "peak_main_pss_mib": peak["main_pss"] / 1024,
         "final_accuracy": summary["final_accuracy"],
     }
 

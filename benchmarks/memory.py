@@ -29,16 +29,13 @@ Reported as ratios to the hand-written loop, measured in one run.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import ROOT, process_tree, save, write_mnist_like  # noqa: E402
+from common import ROOT, run_sampling_tree, save, write_mnist_like  # noqa: E402
 
 HAND = r"""
 import sys
@@ -72,42 +69,9 @@ CASES = {"torch": "import torch (nothing else)", "lightning": "import torch, lig
          "processes_spawn": "lightning_asyncfl, executor=processes executor.workers=2 executor.start_method=spawn"}
 
 
-def rss_pss_kib(pid: int) -> tuple[int, int]:
-    """Resident and proportional set size of one process, KiB (0, 0 once it is gone)."""
-    rss = pss = 0
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Rss:"):
-                rss = int(line.split()[1])
-            elif line.startswith("Pss:"):
-                pss = int(line.split()[1])
-    except OSError:
-        pass
-    return rss, pss
-
-
 def peak_of_tree(command: list[str], every: float = 0.2) -> dict:
     """Run ``command``; the peak, over time, of RSS and of PSS summed over its process tree (MiB)."""
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = {"rss": 0, "pss": 0, "processes": 1}
-
-    def sample() -> None:
-        pids, found = [process.pid], 0.0
-        while process.poll() is None:
-            if time.monotonic() - found > 1.0:
-                pids, found = process_tree(process.pid), time.monotonic()
-            sizes = [rss_pss_kib(p) for p in pids]
-            peak["rss"] = max(peak["rss"], sum(s[0] for s in sizes))
-            peak["pss"] = max(peak["pss"], sum(s[1] for s in sizes))
-            peak["processes"] = max(peak["processes"], sum(1 for s in sizes if s[0]))
-            time.sleep(every)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    output, _ = process.communicate()
-    sampler.join()
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{output[-3000:]}")
+    _, peak = run_sampling_tree(command, every=every, refresh=1.0, cwd=ROOT)
     return {"peak_rss_mib": peak["rss"] / 1024, "peak_pss_mib": peak["pss"] / 1024, "processes": peak["processes"]}
 
 
