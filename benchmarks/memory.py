@@ -10,8 +10,8 @@ process:
   the idx files with numpy (the MNIST module's float32 normalised tensors) and split by
   the same Dirichlet partition; neither Lightning nor the framework's loop is imported;
 - ``executor=sequential`` and ``executor=processes executor.workers=2`` (workers forked
-  by the fork server, the default, and spawned): ``python -m lightning_asyncfl`` with the
-  overhead benchmark's overrides;
+  by the zygote, the default from the command line; by the fork server; and spawned):
+  ``python -m lightning_asyncfl`` with the overhead benchmark's overrides;
 - two floors, for scale: a process that only imports torch, and one that imports torch
   and ``lightning.pytorch`` (whose import brings torchmetrics, torchvision, scipy.signal
   and matplotlib): what every worker process pays before it holds any data.
@@ -66,6 +66,7 @@ overhead.handwritten(x, y, clients, initial, test_x, test_y, updates=updates, ev
 
 IMPORTS = {"torch": "import torch", "lightning": "import torch, lightning.pytorch"}
 CASES = {"torch": "import torch (nothing else)", "lightning": "import torch, lightning.pytorch (nothing else)", "hand": "hand-written PyTorch", "sequential": "lightning_asyncfl, executor=sequential", "processes": "lightning_asyncfl, executor=processes executor.workers=2",
+         "processes_forkserver": "lightning_asyncfl, executor=processes executor.workers=2 executor.start_method=forkserver",
          "processes_spawn": "lightning_asyncfl, executor=processes executor.workers=2 executor.start_method=spawn"}
 
 
@@ -94,6 +95,7 @@ def main() -> None:
                 command = [sys.executable, "-c", HAND, str(HERE), str(root), str(args.updates)]
             else:
                 extra = {"sequential": ["executor=sequential"], "processes": ["executor=processes", "executor.workers=2"],
+                         "processes_forkserver": ["executor=processes", "executor.workers=2", "executor.start_method=forkserver"],
                          "processes_spawn": ["executor=processes", "executor.workers=2", "executor.start_method=spawn"]}[case]
                 command = [sys.executable, "-m", "lightning_asyncfl", *overhead.overrides(root, args.updates), *extra, "checkpoint.enabled=false", f"output_dir={tmp}/{case}"]
             rows.append({"case": case, "loop": CASES[case], **peak_of_tree(command)})

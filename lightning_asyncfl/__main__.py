@@ -12,7 +12,10 @@ from omegaconf import DictConfig
 
 from lightning_asyncfl.api import check_optimized_metric, objective
 from lightning_asyncfl.errors import ConfigError, RunFailed
+from lightning_asyncfl.executors.processes import prestart
 from lightning_asyncfl.run import run
+
+_first_run = True
 
 
 @hydra.main(config_path="pkg://lightning_asyncfl.conf", config_name="config", version_base="1.3")
@@ -21,6 +24,10 @@ def main(cfg: DictConfig) -> float | None:
     a bad config exits with code 2 and one clear message, a run that cannot go on (no progress) with 1,
     Ctrl-C with 130 and SIGTERM with 143 once every worker has stopped, a full disk with 1 and a message."""
     logging.raiseExceptions = False  # a log line that cannot be written (a full disk) must not bury the message that says so
+    global _first_run
+    if _first_run:  # nothing has computed yet in this process: worker processes may be forked from it (the zygote)
+        _first_run = False
+        prestart(cfg.get("executor"))
     try:
         check_optimized_metric(cfg)  # before training: a typo must not cost a whole run
         summary = run(cfg)

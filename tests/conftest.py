@@ -9,7 +9,12 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
+from lightning_asyncfl.executors import start_zygote
 from lightning_asyncfl.run import compose
+
+# Before any test computes, as `python -m lightning_asyncfl` does before its first run:
+# executor=processes (start_method auto) forks its workers from this zygote.
+start_zygote()
 
 #: overrides that keep a composed experiment to about a second on 2 CPU cores; one intra-op
 #: thread per job (the default, auto, takes every core: slower on a machine that runs tests in parallel)

@@ -112,3 +112,10 @@ def _copy(module: Any) -> Any:
     import copy
 
     return copy.deepcopy(module)
+
+
+def children_left() -> list:
+    """This process's live multiprocessing children but the zygote, which lives as long as the process (executors/zygote.py)."""
+    import multiprocessing
+
+    return [p for p in multiprocessing.active_children() if p.name != "asyncfl-zygote"]

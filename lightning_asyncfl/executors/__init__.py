@@ -11,5 +11,6 @@ from lightning_asyncfl.executors.processes import ProcessExecutor
 from lightning_asyncfl.executors.ray import RayExecutor
 from lightning_asyncfl.executors.sequential import SequentialExecutor
 from lightning_asyncfl.executors.threads import ThreadExecutor
+from lightning_asyncfl.executors.zygote import start_zygote
 
-__all__ = ["BatchedExecutor", "Executor", "JobFailed", "ParallelExecutor", "ProcessExecutor", "RayExecutor", "SequentialExecutor", "ThreadExecutor", "WorkerLost"]
+__all__ = ["BatchedExecutor", "Executor", "JobFailed", "ParallelExecutor", "ProcessExecutor", "RayExecutor", "SequentialExecutor", "ThreadExecutor", "WorkerLost", "start_zygote"]

@@ -1,4 +1,4 @@
-"""ProcessExecutor: N worker processes (forked by a fork server, or spawned), weights in CPU shared memory.
+"""ProcessExecutor: N worker processes (forked by the zygote or a fork server, or spawned), weights in CPU shared memory.
 
 Each worker process receives the trainer spec (model template, dataset, client index
 lists) once at start; its tensors travel as shared memory, so the dataset is held once
@@ -36,7 +36,8 @@ import torch
 import torch.multiprocessing as mp
 from torch import Tensor
 
-from lightning_asyncfl.errors import RunFailed, require_choice
+from lightning_asyncfl.errors import RunFailed, require, require_choice
+from lightning_asyncfl.executors import zygote
 from lightning_asyncfl.executors.base import TrainerFactory, WorkerLost
 from lightning_asyncfl.executors.pool import ParallelExecutor, remote_error
 from lightning_asyncfl.state import Job, JobResult, ModelState
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 300.0
 #: what a spawned worker needs from the script and modules that started the run
 IMPORT_HINT = (
-    "each worker is a new Python process (spawned, or forked from a fork server) that imports the module defining the model, data and callbacks by name and "
+    "each worker is a new Python process (forked from the zygote or a fork server, or spawned) that imports the module defining the model, data and callbacks by name and "
     "unpickles them: (1) a script must start the run under `if __name__ == \"__main__\":` (a worker re-imports the script, "
     "and without the guard it would start the run again); (2) those classes must be importable by the workers: defined at "
     "the top level of a module on PYTHONPATH (PYTHONPATH=. for ./mymodels.py), not inside a function, a notebook cell or "
@@ -55,7 +56,7 @@ IMPORT_HINT = (
     "which need neither. Starting the workers costs seconds each (they import torch; summary.json: executor_start_time)"
 )
 #: how worker processes may start
-START_METHODS = ("forkserver", "spawn")
+START_METHODS = ("auto", "zygote", "forkserver", "spawn")
 #: what the fork server imports once, before it forks any worker
 PRELOAD = ("torch", "lightning_asyncfl.client", "lightning_asyncfl.executors.processes")
 
@@ -131,6 +132,13 @@ def _worker_main(conn: Any, make_trainer: TrainerFactory, device: str | None, nu
         del result, base, client_state, message
 
 
+def _unpicklable(error: BaseException) -> TypeError:
+    return TypeError(
+        "executor=processes sends the model, data and trainer settings to its worker processes, so they must be picklable "
+        f"({type(error).__name__}: {error}); " + IMPORT_HINT
+    )
+
+
 @dataclass
 class _Process:
     process: Any
@@ -140,29 +148,37 @@ class _Process:
 
 
 class ProcessExecutor(ParallelExecutor):
-    """N spawned worker processes, each with its own trainer.
+    """N worker processes, each with its own trainer.
 
     Args:
         workers: number of worker processes.
         num_threads: PyTorch intra-op threads in each worker.
         devices: devices the workers train on, round-robin (``[cuda:0, cuda:1]``), ``auto``
             for every visible GPU, null for the client accelerator's default device.
-        start_method: ``forkserver`` (where the platform has it): one fork server imports
-            torch, Lightning and the client trainer once, and every worker is forked from
-            it, sharing those pages; ``spawn``: every worker a fresh interpreter that
-            imports them again (about 550 MiB each, see docs/benchmarks.md).
+        start_method: ``auto`` (the default): ``zygote`` where one runs, else ``forkserver``;
+            ``zygote``: every worker forked from a process forked from the run's own before
+            any computation (:mod:`lightning_asyncfl.executors.zygote`; ``python -m
+            lightning_asyncfl`` starts it, a script calls :func:`start_zygote`), sharing the
+            run's imported torch and Lightning; ``forkserver``: one fork server imports them
+            once more and forks every worker; ``spawn``: every worker a fresh interpreter
+            that imports them again (about 550 MiB each, see docs/benchmarks.md).
     """
 
-    def __init__(self, *, workers: int = 2, num_threads: int | str | None = "auto", devices: Any = None, start_method: str = "forkserver") -> None:
+    def __init__(self, *, workers: int = 2, num_threads: int | str | None = "auto", devices: Any = None, start_method: str = "auto") -> None:
         require_choice("start_method", start_method, START_METHODS)
+        if start_method == "zygote":
+            require(zygote.current() is not None, "start_method", start_method,
+                    "auto, forkserver or spawn here: no zygote runs in this process (it must be started before any torch computation: "
+                    "python -m lightning_asyncfl does, a script calls lightning_asyncfl.executors.start_zygote() first thing)")
         super().__init__(workers=workers, num_threads=num_threads, devices=devices)
-        if start_method == "forkserver" and "forkserver" not in mp.get_all_start_methods():  # Windows
-            start_method = "spawn"
         self.start_method = start_method
-        self._context = mp.get_context(start_method)
-        if start_method == "forkserver":  # imported once by the fork server; its workers share those pages
+        fallback = "spawn" if start_method == "spawn" or "forkserver" not in mp.get_all_start_methods() else "forkserver"  # Windows: spawn
+        self._context = mp.get_context(fallback)
+        if fallback == "forkserver":  # imported once by the fork server; its workers share those pages
             self._context.set_forkserver_preload(list(PRELOAD))
         self._make_trainer: TrainerFactory | None = None
+        #: how the last worker started: zygote, forkserver or spawn
+        self.started_with: str | None = None
 
     @property
     def pids(self) -> list[int]:
@@ -171,22 +187,39 @@ class ProcessExecutor(ParallelExecutor):
 
     def _open(self, index: int, device: str | None, make_trainer: TrainerFactory) -> _Process:
         self._make_trainer = make_trainer
+        forker = zygote.current() if self.start_method in ("auto", "zygote") else None
+        if forker is not None:
+            try:
+                return self._fork(forker, index, device, make_trainer)
+            except (EOFError, OSError) as error:  # the zygote is gone (killed)
+                if self.start_method == "zygote":
+                    raise RunFailed(f"the zygote could not fork worker process {index}: {error}") from None
+                log.warning("the zygote could not fork worker process %d (%s); starting it from the fork server", index, error)
         parent, child = self._context.Pipe()
         process = self._context.Process(
-            target=_worker_main, args=(child, make_trainer, device, self.num_threads, os.getpid() if self.start_method == "spawn" else None),
+            target=_worker_main, args=(child, make_trainer, device, self.num_threads, os.getpid() if self._context.get_start_method() == "spawn" else None),
             name=f"asyncfl-worker-{index}", daemon=True,
         )  # fmt: skip
         try:
             process.start()
         except (pickle.PicklingError, AttributeError, TypeError) as error:
-            raise TypeError(
-                "executor=processes sends the model, data and trainer settings to its worker processes, so they must be picklable "
-                f"({type(error).__name__}: {error}); "
-                + IMPORT_HINT
-            ) from error
+            raise _unpicklable(error) from error
         finally:
             child.close()
+        self.started_with = self._context.get_start_method()
         return _Process(process, parent, device)
+
+    def _fork(self, forker: zygote.Zygote, index: int, device: str | None, make_trainer: TrainerFactory) -> _Process:
+        process, conn = forker.fork(f"asyncfl-worker-{index}")
+        try:
+            conn.send((make_trainer, device, self.num_threads))
+        except (pickle.PicklingError, AttributeError, TypeError) as error:
+            process.kill()
+            process.join(timeout=5)
+            conn.close()
+            raise _unpicklable(error) from error
+        self.started_with = "zygote"
+        return _Process(process, conn, device)
 
     def _ready(self, handles: list[_Process]) -> None:
         for handle in handles:
@@ -239,6 +272,10 @@ class ProcessExecutor(ParallelExecutor):
             raise remote_error(where, job, body)
         return body
 
+    def __repr__(self) -> str:
+        used = f" ({self.started_with})" if self.started_with not in (None, self.start_method) else ""
+        return f"{super().__repr__()[:-1]}, start_method={self.start_method}{used})"
+
     def _reopen(self, index: int, handle: _Process) -> _Process:
         self._close([handle])
         assert self._make_trainer is not None
@@ -260,3 +297,22 @@ class ProcessExecutor(ParallelExecutor):
                 handle.process.kill()
                 handle.process.join(timeout=5)
             handle.conn.close()
+
+
+def prestart(executor: Any) -> None:
+    """Start the zygote if the executor config ``executor`` (a node with ``_target_``) will fork workers from it.
+
+    Called by ``python -m lightning_asyncfl`` before its first run, while no torch
+    computation has happened in the process; a target that does not resolve is left for
+    the run's checks to report.
+    """
+    if executor is None or executor.get("start_method", "auto") not in ("auto", "zygote"):
+        return
+    try:
+        from hydra.utils import get_class
+
+        target = get_class(str(executor.get("_target_")))
+    except Exception:
+        return
+    if isinstance(target, type) and issubclass(target, ProcessExecutor):
+        zygote.start_zygote()

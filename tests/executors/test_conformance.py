@@ -10,7 +10,6 @@ which job 2 raises. To check your own executor, add it to ``EXECUTORS``.
 
 from __future__ import annotations
 
-import multiprocessing
 import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +27,7 @@ from lightning_asyncfl.loop import AsyncFLLoop
 from lightning_asyncfl.schedulers import ConcurrencyScheduler
 from lightning_asyncfl.state import Job, JobResult, ModelState
 from tests.executors.faults import FailJobs
-from tests.helpers import toy_data, toy_model
+from tests.helpers import children_left, toy_data, toy_model
 
 FAILING_JOB = 2
 
@@ -98,7 +97,8 @@ def _ray() -> Executor:
 EXECUTORS: dict[str, Callable[[], Executor]] = {
     "sequential": lambda: SequentialExecutor(num_threads=1),
     "threads": lambda: ThreadExecutor(workers=2, num_threads=1),
-    "processes": lambda: ProcessExecutor(workers=2, num_threads=1),
+    "processes": lambda: ProcessExecutor(workers=2, num_threads=1),  # forked by the zygote (conftest starts it)
+    "processes_forkserver": lambda: ProcessExecutor(workers=2, num_threads=1, start_method="forkserver"),
     "ray": _ray,
     "user": QueueExecutor,
 }
@@ -157,7 +157,7 @@ def test_executor_conforms(name, reference):
     assert summary["accounting"]["balanced"]
     # clean shutdown: nothing the executor started is left running
     assert _threads() - threads_before == set()
-    assert multiprocessing.active_children() == []
+    assert children_left() == []
     if name == "ray":
         import ray
 

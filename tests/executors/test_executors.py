@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import re
 import sys
@@ -15,7 +14,7 @@ from lightning_asyncfl.errors import ConfigError
 from lightning_asyncfl.executors import ProcessExecutor, ThreadExecutor
 from lightning_asyncfl.run import run
 from lightning_asyncfl.state import Job, JobResult
-from tests.helpers import flat_state
+from tests.helpers import children_left, flat_state
 
 SMALL_RUN = ["server.max_steps=30", "server.eval_every=15"]
 FAIL = ["client_algorithm._target_=tests.executors.faults.FailJobs", "+client_algorithm.jobs=[3,11]"]
@@ -74,13 +73,14 @@ def test_threads_give_the_sequential_bytes(make_cfg, reference):
     assert_same_bytes(summary, reference)
 
 
-def test_processes_give_the_sequential_bytes_and_leave_nothing_behind(make_cfg, reference):
+@pytest.mark.parametrize("start_method", ["auto", "forkserver"])  # auto: forked by the zygote conftest started
+def test_processes_give_the_sequential_bytes_and_leave_nothing_behind(make_cfg, reference, start_method):
     shm_before = _shm()
 
-    summary = run(make_cfg("executor=processes", "executor.workers=2", *SMALL_RUN))
+    summary = run(make_cfg("executor=processes", "executor.workers=2", f"executor.start_method={start_method}", *SMALL_RUN))
 
     assert_same_bytes(summary, reference)
-    assert multiprocessing.active_children() == []
+    assert children_left() == []
     assert _shm() == shm_before
 
 
@@ -106,14 +106,15 @@ def test_an_exception_inside_a_worker_fails_only_its_job(make_cfg):
     assert "injected failure in job 3" in text and "injected failure in job 11" in text
 
 
-def test_a_worker_process_killed_mid_job_fails_that_job_and_the_run_goes_on(make_cfg):
+@pytest.mark.parametrize("start_method", ["auto", "forkserver"])
+def test_a_worker_process_killed_mid_job_fails_that_job_and_the_run_goes_on(make_cfg, start_method):
     # the killed job fails like a raising one: the rest of the run is the same bytes
     raised = run(make_cfg(*FAIL, *SMALL_RUN, name="raised"))
-    killed = run(make_cfg(*FAIL, "+client_algorithm.kill=true", *SMALL_RUN, "executor=processes", name="killed"))
+    killed = run(make_cfg(*FAIL, "+client_algorithm.kill=true", *SMALL_RUN, "executor=processes", f"executor.start_method={start_method}", name="killed"))
 
     assert killed["failed"] == 2 and killed["steps"] == raised["steps"]
     assert_same_bytes(killed, raised)
-    assert multiprocessing.active_children() == []
+    assert children_left() == []
     text = open(os.path.join(killed["output_dir"], "updates.csv")).read()
     assert "WorkerLost" in text and "exit code -9" in text
 
@@ -124,7 +125,7 @@ def test_an_exception_in_the_loop_stops_every_worker(make_cfg):
     with pytest.raises(JobFailed, match="injected failure in job 3"):
         run(make_cfg(*FAIL, *SMALL_RUN, "executor=processes", "server.on_client_error=raise"))
 
-    assert multiprocessing.active_children() == []
+    assert children_left() == []
 
 
 @pytest.mark.slow
@@ -244,6 +245,15 @@ def _session_processes(sid: int) -> list[int]:
     return pids
 
 
+def _parent(pid: int) -> int:
+    stat = open(f"/proc/{pid}/stat").read()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def _cmdline(pid: int) -> bytes:
+    return open(f"/proc/{pid}/cmdline", "rb").read()
+
+
 @pytest.mark.parametrize("executor", ["processes", "threads"])
 def test_ctrl_c_stops_every_worker_and_exits_130(tmp_path, executor):
     import signal
@@ -263,8 +273,11 @@ def test_ctrl_c_stops_every_worker_and_exits_130(tmp_path, executor):
             break
         time.sleep(0.2)
     assert process.poll() is None, process.communicate()[0][-3000:]
-    if executor == "processes":
-        assert len(_session_processes(process.pid)) >= 3  # the loop and its two workers
+    if executor == "processes":  # the loop, its zygote (a fork of it: the same command line) and the zygote's two workers
+        parents = {pid: _parent(pid) for pid in _session_processes(process.pid)}
+        zygotes = [pid for pid, parent in parents.items() if parent == process.pid and _cmdline(pid) == _cmdline(process.pid)]
+        assert len(zygotes) == 1, parents
+        assert sum(parent == zygotes[0] for parent in parents.values()) == 2, parents
 
     # Execute
     process.send_signal(signal.SIGINT)
