@@ -31,15 +31,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA_ROOT, RESULTS, run_sampling_tree, write_mnist_like  # noqa: E402
 
-EXECUTORS = {
-    "sequential": ["executor=sequential"],
+EXECUTORS = {  # one intra-op thread per job but where named: 2 jobs x 1 thread on 2 cores (the default, auto, gives every job all the cores)
+    "sequential": ["executor=sequential", "executor.num_threads=1"],
     "sequential_2threads": ["executor=sequential", "executor.num_threads=2"],
-    "threads": ["executor=threads", "executor.workers=2"],
-    "processes": ["executor=processes", "executor.workers=2"],
-    "ray": ["executor=ray", "executor.workers=2", "executor.init_num_cpus=2"],
-    "batched": ["executor=batched", "executor.max_batch=64"],
+    "threads": ["executor=threads", "executor.workers=2", "executor.num_threads=1"],
+    "processes": ["executor=processes", "executor.workers=2", "executor.num_threads=1"],
+    "processes_forkserver": ["executor=processes", "executor.workers=2", "executor.num_threads=1", "executor.start_method=forkserver"],
+    "ray": ["executor=ray", "executor.workers=2", "executor.init_num_cpus=2", "executor.num_threads=1"],
+    "batched": ["executor=batched", "executor.max_batch=64", "executor.num_threads=1"],
 }
-DEFAULT_EXECUTORS = ["sequential", "sequential_2threads", "threads", "processes", "ray"]
+DEFAULT_EXECUTORS = ["sequential", "sequential_2threads", "threads", "processes", "processes_forkserver", "ray"]
 
 
 def workloads(data_root: Path, updates: int) -> dict[str, list[str]]:

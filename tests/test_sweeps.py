@@ -106,3 +106,22 @@ def test_unknown_optimized_metric_exits_2_before_training_and_lists_the_metrics(
     assert "optimized_metric must be one of: final_accuracy, best_accuracy, final_loss, steps," in result.stderr
     assert result.stderr.rstrip().endswith("got 'accuracy'")
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+@pytest.mark.slow  # 30 s: a command-line multirun with worker processes
+def test_a_multirun_forks_every_jobs_workers_from_the_zygote_its_first_job_started(tmp_path):
+    # Prepare
+    sweep = tmp_path / "sweep"
+
+    # Execute: two jobs in one process, each with two worker processes
+    result = _cli("-m", "executor=processes", "server.aggregator.alpha=0.3,0.9", *SMALL, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+
+    # Assert: both jobs' workers came from the zygote, each job logs only to its own file, the bytes are the in-process run's
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job in _jobs(sweep):
+        log = (job / "lightning_asyncfl.log").read_text()
+        assert log.count("start_method=auto (zygote)) started: 2 worker(s)") == 1, log
+        alpha = _overrides(job)["server.aggregator.alpha"]
+        summary = json.loads((job / "summary.json").read_text())
+        reference = run(compose([f"server.aggregator.alpha={alpha}", *SMALL, f"output_dir={tmp_path / 'reference' / alpha}"]))
+        assert {k: v for k, v in summary.items() if k not in NOT_COMPARED} == {k: v for k, v in reference.items() if k not in NOT_COMPARED}

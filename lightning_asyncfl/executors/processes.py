@@ -7,10 +7,14 @@ once into a CPU shared-memory tensor and each job sends only its handle; a train
 comes back the same way. CUDA tensors never cross a queue (the original framework's
 memory leak): a worker on a GPU copies the CPU weights to its device itself.
 
-A worker re-imports what the run names: a script must start the run under
-``if __name__ == "__main__":`` and the model's class must be importable by the workers
-(a module on ``PYTHONPATH``, not a notebook cell or a function); start-up costs seconds
-per worker (each imports torch). :data:`IMPORT_HINT` says so when a worker cannot start.
+Workers are forked from the zygote where one runs (:mod:`~lightning_asyncfl.executors.zygote`:
+a fork of the run's own process made before any computation, sharing its imported torch
+and Lightning; a worker is ready in a fraction of a second), else from a fork server, or
+spawned. A worker unpickles what the run names: the model's class must be importable by
+the workers (a module on ``PYTHONPATH``, not a notebook cell or a function), and a script
+must start the run under ``if __name__ == "__main__":`` (a fork server or a spawned
+worker re-imports it; start-up then costs seconds per worker, each importing torch).
+:data:`IMPORT_HINT` says so when a worker cannot start.
 
 A worker that dies (killed, out of memory) fails the job it was training; the job is
 logged and counted as failed, a new worker is started, and the run goes on. Workers
@@ -101,7 +105,7 @@ def _worker_main(conn: Any, make_trainer: TrainerFactory, device: str | None, nu
     """A worker process: build one trainer, then train the jobs the loop sends until told to stop.
 
     ``parent_pid``: the loop's process, the worker's parent when spawned; None when forked
-    by the fork server, whose parent is that server (it exits when the loop's process
+    by the zygote or the fork server, its parent (which exits when the loop's process
     does, and the worker with it).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and SIGTERM (sent to the whole job by Slurm) are the loop's to handle

@@ -77,6 +77,9 @@ def _zygote_main(conn: Any, runs_end: Any, parent_pid: int) -> None:
     global _control
     runs_end.close()  # the copy forked with it: only the run's own end may hold the pipe open
     _control = conn
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # the run's handlers (its log file: a multirun's first job's): a worker warns on stderr, as a spawned one
+        root.removeHandler(handler)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
