@@ -119,3 +119,9 @@ def children_left() -> list:
     import multiprocessing
 
     return [p for p in multiprocessing.active_children() if p.name != "asyncfl-zygote"]
+
+
+def parent_pid(pid: int) -> int:
+    """The parent of process ``pid`` (``/proc/PID/stat``)."""
+    stat = open(f"/proc/{pid}/stat").read()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])

@@ -14,7 +14,7 @@ from lightning_asyncfl.errors import ConfigError
 from lightning_asyncfl.executors import ProcessExecutor, ThreadExecutor
 from lightning_asyncfl.run import run
 from lightning_asyncfl.state import Job, JobResult
-from tests.helpers import children_left, flat_state
+from tests.helpers import children_left, parent_pid, flat_state
 
 SMALL_RUN = ["server.max_steps=30", "server.eval_every=15"]
 FAIL = ["client_algorithm._target_=tests.executors.faults.FailJobs", "+client_algorithm.jobs=[3,11]"]
@@ -245,11 +245,6 @@ def _session_processes(sid: int) -> list[int]:
     return pids
 
 
-def _parent(pid: int) -> int:
-    stat = open(f"/proc/{pid}/stat").read()
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
-
-
 def _cmdline(pid: int) -> bytes:
     return open(f"/proc/{pid}/cmdline", "rb").read()
 
@@ -274,7 +269,7 @@ def test_ctrl_c_stops_every_worker_and_exits_130(tmp_path, executor):
         time.sleep(0.2)
     assert process.poll() is None, process.communicate()[0][-3000:]
     if executor == "processes":  # the loop, its zygote (a fork of it: the same command line) and the zygote's two workers
-        parents = {pid: _parent(pid) for pid in _session_processes(process.pid)}
+        parents = {pid: parent_pid(pid) for pid in _session_processes(process.pid)}
         zygotes = [pid for pid, parent in parents.items() if parent == process.pid and _cmdline(pid) == _cmdline(process.pid)]
         assert len(zygotes) == 1, parents
         assert sum(parent == zygotes[0] for parent in parents.values()) == 2, parents

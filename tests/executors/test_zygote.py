@@ -18,12 +18,7 @@ from lightning_asyncfl.errors import ConfigError, InvalidValue, RunFailed
 from lightning_asyncfl.executors import ProcessExecutor, zygote
 from lightning_asyncfl.run import run
 from lightning_asyncfl.state import Job, ModelState
-from tests.helpers import children_left, toy_data, toy_model
-
-
-def _parent(pid: int) -> int:
-    stat = open(f"/proc/{pid}/stat").read()
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
+from tests.helpers import children_left, parent_pid, toy_data, toy_model
 
 
 def _spec() -> tuple[TrainerSpec, ModelState]:
@@ -47,14 +42,14 @@ def test_workers_are_forked_by_the_zygote_which_this_process_forked():
     executor.start(spec)
     try:
         pids = executor.pids
-        parents = [_parent(pid) for pid in pids]
+        parents = [parent_pid(pid) for pid in pids]
         trained = _train_one(executor, base)
     finally:
         executor.shutdown()
 
     assert executor.started_with == "zygote" and "start_method=auto (zygote)" in repr(executor)
     assert len(pids) == 2 and parents == [forker.process.pid] * 2
-    assert _parent(forker.process.pid) == os.getpid()
+    assert parent_pid(forker.process.pid) == os.getpid()
     assert all(not os.path.exists(f"/proc/{pid}") for pid in pids)  # stopped and reaped by the zygote
     assert children_left() == []
     # the same bytes as a trainer in this process
