@@ -97,7 +97,8 @@ def main() -> None:
                 result = measure([*loads[workload], *extra, *EXECUTORS[name]], Path(tmp) / f"{workload}-{name}")
                 rows.append({"workload": workload, "executor": name, **result})
     for row in rows:
-        base = next(r for r in rows if r["workload"] == row["workload"] and r["executor"] == "sequential")
+        same = [r for r in rows if r["workload"] == row["workload"]]
+        base = next((r for r in same if r["executor"] == "sequential"), same[0])  # the speed-ups' denominator: sequential, else the first row
         row["speedup_total"] = row["updates_per_s_total"] / base["updates_per_s_total"]
         row["speedup_steady"] = row["updates_per_s_steady"] / base["updates_per_s_steady"]
 
