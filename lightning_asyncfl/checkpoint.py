@@ -14,7 +14,7 @@ the previous checkpoint valid. The last ``keep_last`` are kept.
 Every checkpoint carries a checksum of its content (tensors byte for byte, plain values
 by their ``repr``), so a flipped bit or a truncated file is detected on load, and a
 checkpoint whose global weights are not finite is refused. A checkpoint is data: a
-resumed run never instantiates the config stored in it (see ``run.resume_config``).
+resumed run never instantiates the config stored in it (see ``resume.resume_config``).
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ class AsyncFLLoop:
         max_time_without_progress: stop the run as failed after this many virtual seconds
             without a new global version (null: no limit).
         context: the :class:`~lightning_asyncfl.context.SetupContext` every plug-in was
-            already set up with (``run.build`` sets them up, to report every problem of a
+            already set up with (``build.build`` sets them up, to report every problem of a
             config at once). None: the loop builds one (its ``num_samples``, ``seed``, the
             initial state's layout and device) and sets every plug-in up in :meth:`run`.
     """

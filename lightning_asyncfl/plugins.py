@@ -1,6 +1,6 @@
 """The one place where every plug-in of a run is set up: ``setup(context)``, once, before training.
 
-A run's owner (:func:`lightning_asyncfl.run.build` for a config, else
+A run's owner (:func:`lightning_asyncfl.build.build` for a config, else
 :class:`~lightning_asyncfl.loop.AsyncFLLoop` itself) builds one
 :class:`~lightning_asyncfl.context.SetupContext` and calls :func:`setup_plugins` with
 every plug-in: aggregator, scheduler, delay model, system model, attack, availability and
@@ -80,7 +80,7 @@ def setup_plugins(
         context: what the plug-ins learn about the run.
         plugins: the plug-ins by config key (``server.aggregator``, ``delay``, ...).
         check: ``check(key, fn)`` runs ``fn`` and records its problem under ``key``
-            (``run.build``'s collector); None: every problem is collected here and raised
+            (``build.build``'s collector); None: every problem is collected here and raised
             at the end as one :class:`ConfigError`.
 
     Returns:

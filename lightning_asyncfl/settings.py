@@ -1,6 +1,6 @@
 """The loop's settings (stop rules and how it treats bad jobs), defined once.
 
-:data:`SERVER_KEYS` are the ``server.*`` config keys the loop takes; ``run.build`` reads
+:data:`SERVER_KEYS` are the ``server.*`` config keys the loop takes; ``build.build`` reads
 exactly these from the config, :class:`~lightning_asyncfl.loop.AsyncFLLoop` takes them as
 keyword arguments, and :func:`check_loop_settings` checks them, all from
 :class:`LoopSettings`' fields.
