@@ -65,9 +65,15 @@ overhead.handwritten(x, y, clients, initial, test_x, test_y, updates=updates, ev
 """
 
 IMPORTS = {"torch": "import torch", "lightning": "import torch, lightning.pytorch"}
-CASES = {"torch": "import torch (nothing else)", "lightning": "import torch, lightning.pytorch (nothing else)", "hand": "hand-written PyTorch", "sequential": "lightning_asyncfl, executor=sequential", "processes": "lightning_asyncfl, executor=processes executor.workers=2",
-         "processes_forkserver": "lightning_asyncfl, executor=processes executor.workers=2 executor.start_method=forkserver",
-         "processes_spawn": "lightning_asyncfl, executor=processes executor.workers=2 executor.start_method=spawn"}
+#: the framework's cases: their overrides on top of the overhead benchmark's
+RUNS = {
+    "sequential": ["executor=sequential"],
+    "processes": ["executor=processes", "executor.workers=2"],
+    "processes_forkserver": ["executor=processes", "executor.workers=2", "executor.start_method=forkserver"],
+    "processes_spawn": ["executor=processes", "executor.workers=2", "executor.start_method=spawn"],
+}
+CASES = {"torch": "import torch (nothing else)", "lightning": "import torch, lightning.pytorch (nothing else)", "hand": "hand-written PyTorch",
+         **{case: "lightning_asyncfl, " + " ".join(extra) for case, extra in RUNS.items()}}
 
 
 def peak_of_tree(command: list[str], every: float = 0.2) -> dict:
@@ -94,10 +100,7 @@ def main() -> None:
             elif case == "hand":
                 command = [sys.executable, "-c", HAND, str(HERE), str(root), str(args.updates)]
             else:
-                extra = {"sequential": ["executor=sequential"], "processes": ["executor=processes", "executor.workers=2"],
-                         "processes_forkserver": ["executor=processes", "executor.workers=2", "executor.start_method=forkserver"],
-                         "processes_spawn": ["executor=processes", "executor.workers=2", "executor.start_method=spawn"]}[case]
-                command = [sys.executable, "-m", "lightning_asyncfl", *overhead.overrides(root, args.updates), *extra, "checkpoint.enabled=false", f"output_dir={tmp}/{case}"]
+                command = [sys.executable, "-m", "lightning_asyncfl", *overhead.overrides(root, args.updates), *RUNS[case], "checkpoint.enabled=false", f"output_dir={tmp}/{case}"]
             rows.append({"case": case, "loop": CASES[case], **peak_of_tree(command)})
     hand = next((r for r in rows if r["case"] == "hand"), rows[0])  # the ratios' denominator
     print(f"\n{args.updates} client updates; peaks over the process tree, sampled every 0.2 s\n")

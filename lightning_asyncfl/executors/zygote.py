@@ -14,11 +14,12 @@ started only where the framework knows no computation has run yet: by
 :func:`start_zygote` first thing. Elsewhere (a notebook, a test that already trained), the
 executor falls back to the fork server (``executor.start_method=auto``).
 
-Workers forked by the zygote are its children, not the run's: the run watches each through
-a pidfd (Linux 5.3), sends it a kill directly, and asks the zygote for its exit code. The
-zygote ignores Ctrl-C (the run stops the workers), exits when the run's process closes its
-end of the pipe (at exit, :mod:`atexit`) and is killed by Linux if the run's process dies
-(``PR_SET_PDEATHSIG``); its workers likewise die with it.
+Workers forked by the zygote are its children, not the run's: the run watches each
+through a pidfd (Linux 5.3), kills it through that pidfd (never a process that reused
+its pid), and asks the zygote for its exit code. The zygote ignores Ctrl-C (the run
+stops the workers), exits when the run's process closes its end of the pipe (at exit,
+:mod:`atexit`) and is killed by Linux if the run's process dies (``PR_SET_PDEATHSIG``);
+its workers likewise die with it.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ _control: Any = None  # in the zygote: its end of the pipe to the run (closed in
 
 def supported() -> bool:
     """Whether this platform can run a zygote (fork, pidfds and descriptor passing: Linux)."""
-    return hasattr(os, "fork") and hasattr(os, "pidfd_open") and reduction.HAVE_SEND_HANDLE and "fork" in multiprocessing.get_all_start_methods()
+    return hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal") and reduction.HAVE_SEND_HANDLE and "fork" in multiprocessing.get_all_start_methods()
 
 
 def start_zygote() -> bool:
@@ -198,15 +199,14 @@ class Forked:
         if self.exitcode is None and self._exited(timeout):
             try:
                 self.exitcode = self._zygote.reap(self.pid, 5.0)
-            except (EOFError, OSError):  # the zygote is gone, and the exit code with it
-                self.exitcode = -signal.SIGKILL
+            except (EOFError, OSError):  # the zygote is gone, and the exit code with it: it stays unknown (None)
+                pass
 
     def kill(self) -> None:
-        if self.exitcode is None:  # not reaped yet, so the pid is still this process's
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        try:  # through the pidfd: never another process that reused the pid
+            signal.pidfd_send_signal(self.sentinel, signal.SIGKILL)
+        except ProcessLookupError:  # already exited
+            pass
 
     def __del__(self) -> None:
         try:
